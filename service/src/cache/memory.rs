@@ -1,0 +1,74 @@
+//! The in-process cache backend (moka): bounded by the bytes it holds, each entry with its family's TTL.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use moka::Expiry;
+use moka::future::Cache as Moka;
+
+use super::{CacheBackend, CacheError};
+
+#[derive(Clone)]
+struct Entry {
+    value: Bytes,
+    ttl: Duration,
+}
+
+struct PerEntryTtl;
+
+impl Expiry<String, Entry> for PerEntryTtl {
+    fn expire_after_create(&self, _key: &String, entry: &Entry, _created_at: Instant) -> Option<Duration> {
+        Some(entry.ttl)
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        entry: &Entry,
+        _updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(entry.ttl)
+    }
+}
+
+pub(crate) struct MemoryCache {
+    inner: Moka<String, Entry>,
+}
+
+impl MemoryCache {
+    pub(crate) fn new(capacity_bytes: u64) -> Self {
+        let inner = Moka::builder()
+            .max_capacity(capacity_bytes)
+            .weigher(|key: &String, entry: &Entry| {
+                u32::try_from(key.len() + entry.value.len()).unwrap_or(u32::MAX)
+            })
+            .expire_after(PerEntryTtl)
+            .build();
+        Self { inner }
+    }
+}
+
+#[async_trait]
+impl CacheBackend for MemoryCache {
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
+        Ok(self.inner.get(key).await.map(|e| e.value))
+    }
+
+    async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), CacheError> {
+        self.inner.insert(key.to_owned(), Entry { value, ttl }).await;
+        Ok(())
+    }
+
+    async fn delete(&self, keys: &[String]) -> Result<(), CacheError> {
+        for key in keys {
+            self.inner.invalidate(key).await;
+        }
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), CacheError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,294 @@
+//! Configuration: defaults in code, then an optional TOML file, then `FWB__SECTION__KEY` environment variables.
+//!
+//! Every field has a default, so the service runs with no configuration at all on the embedded backend
+//! (SQLite file and blob directory under `./data`, in-process cache).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// The merged configuration of one service instance.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub database: DatabaseConfig,
+    pub cache: CacheConfig,
+    pub blob: BlobConfig,
+    pub upload: UploadConfig,
+    pub download: DownloadConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on; port 0 picks a free port (tests use it).
+    pub bind: SocketAddr,
+    /// How long in-flight requests may run after SIGTERM/SIGINT before the process exits anyway.
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { bind: SocketAddr::from(([127, 0, 0, 1], 8080)), shutdown_timeout_secs: 30 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Root of everything the embedded backend keeps on disk.
+    pub data_dir: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { data_dir: PathBuf::from("./data") }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://…` or `postgres://…`; empty means the SQLite file `<data_dir>/filewallball.db`.
+    #[serde(serialize_with = "mask_secret")]
+    pub url: SecretString,
+    pub max_connections: u32,
+    pub acquire_timeout_secs: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: SecretString::from(""), max_connections: 8, acquire_timeout_secs: 30 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Redis URL for the shared cache; empty means the in-process cache.
+    #[serde(serialize_with = "mask_secret")]
+    pub redis_url: SecretString,
+    /// Prefix of every cache key, so tests and several deployments can share one cache server.
+    pub namespace: String,
+    /// Upper bound of the in-process cache, in bytes of cached values.
+    pub memory_capacity_bytes: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: SecretString::from(""),
+            namespace: "fwb".to_owned(),
+            memory_capacity_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlobConfig {
+    /// Directory of content-addressed blobs; empty means `<data_dir>/blobs`.
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UploadConfig {
+    /// Largest accepted file, in bytes.
+    pub max_bytes: u64,
+    /// Content types, as sniffed from the bytes, that are refused with 415.
+    pub deny_mime_types: Vec<String>,
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 100 * 1024 * 1024,
+            // Native executables of the common platforms, as `infer` names them.
+            deny_mime_types: [
+                "application/x-executable",
+                "application/vnd.microsoft.portable-executable",
+                "application/x-mach-binary",
+                "application/vnd.android.dex",
+                "application/x-msdownload",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DownloadConfig {
+    /// Files up to this size are served from the `file:content` cache.
+    pub cache_max_bytes: u64,
+}
+
+impl Default for DownloadConfig {
+    fn default() -> Self {
+        Self { cache_max_bytes: 256 * 1024 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `tracing_subscriber` filter; `RUST_LOG` overrides it.
+    pub filter: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { filter: "info,sqlx=warn".to_owned(), format: LogFormat::Text }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn mask_secret<S: serde::Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    let raw = secret.expose_secret();
+    if raw.is_empty() { s.serialize_str("") } else { s.serialize_str("********") }
+}
+
+/// The one line that stops startup when configuration is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Merges defaults, the optional TOML file and `FWB__…` environment variables, then validates.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError(format!("config file {} does not exist", path.display())));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        Self::from_figment(figment.merge(Env::prefixed("FWB__").split("__")))
+    }
+
+    pub(crate) fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        // figment names the key and the source (file or variable) in its message.
+        let config: Config = figment.extract().map_err(|e| ConfigError(first_line(&e.to_string())))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
+        if self.upload.max_bytes == 0 {
+            return bad("upload.max_bytes", "must be greater than 0");
+        }
+        if self.database.max_connections == 0 {
+            return bad("database.max_connections", "must be greater than 0");
+        }
+        if self.storage.data_dir.as_os_str().is_empty() {
+            return bad("storage.data_dir", "must not be empty");
+        }
+        let url = self.database.url.expose_secret();
+        if !(url.is_empty() || url.starts_with("sqlite:")) {
+            if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+                return bad("database.url", "the PostgreSQL backend is not built yet; use a sqlite: URL or leave it empty");
+            }
+            return bad("database.url", "must start with sqlite:");
+        }
+        if !self.cache.redis_url.expose_secret().is_empty() {
+            return bad("cache.redis_url", "the Redis cache is not built yet; leave it empty for the in-process cache");
+        }
+        if self.cache.namespace.is_empty() || self.cache.namespace.contains(char::is_whitespace) {
+            return bad("cache.namespace", "must be non-empty and contain no whitespace");
+        }
+        Ok(())
+    }
+
+    /// The SQLite URL to open: the configured one, or the file under the data directory.
+    pub fn sqlite_url(&self) -> String {
+        let url = self.database.url.expose_secret();
+        if url.is_empty() {
+            format!("sqlite://{}", self.storage.data_dir.join("filewallball.db").display())
+        } else {
+            url.to_owned()
+        }
+    }
+
+    /// The blob directory: the configured one, or `<data_dir>/blobs`.
+    pub fn blob_dir(&self) -> PathBuf {
+        if self.blob.dir.as_os_str().is_empty() {
+            self.storage.data_dir.join("blobs")
+        } else {
+            self.blob.dir.clone()
+        }
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.server.shutdown_timeout_secs)
+    }
+
+    /// The merged configuration as TOML, secrets masked.
+    pub fn to_masked_toml(&self) -> String {
+        toml_string(self)
+    }
+}
+
+fn toml_string(config: &Config) -> String {
+    toml::to_string_pretty(config).unwrap_or_else(|e| format!("# cannot render configuration: {e}"))
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_embedded() {
+        let config = Config::from_figment(Figment::from(Serialized::defaults(Config::default()))).unwrap();
+        assert!(config.sqlite_url().ends_with("data/filewallball.db"));
+        assert_eq!(config.upload.max_bytes, 100 * 1024 * 1024);
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        let figment = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string("[upload]\nmax_bytes = \"lots\""));
+        let err = Config::from_figment(figment).unwrap_err().to_string();
+        assert!(err.contains("upload.max_bytes"), "{err}");
+        assert_eq!(err.lines().count(), 1);
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused() {
+        let figment = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string("[upload]\nmax_byte = 5"));
+        let err = Config::from_figment(figment).unwrap_err().to_string();
+        assert!(err.contains("max_byte"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_masked_when_printed() {
+        let mut config = Config::default();
+        config.database.url = SecretString::from("sqlite://secret-place.db");
+        let printed = config.to_masked_toml();
+        assert!(!printed.contains("secret-place"), "{printed}");
+        assert!(printed.contains("********"));
+    }
+}

@@ -1,0 +1,431 @@
+//! The embedded metadata backend: one SQLite file in WAL mode.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{AssertSqlSafe, FromRow, QueryBuilder, Sqlite, SqlitePool};
+use uuid::Uuid;
+
+use super::{DbError, MetaStore, NewUser, Purged};
+use crate::domain::{
+    ApiKey, CursorValue, FileMeta, FilePatch, FileQuery, NewFile, Role, SortKey, SortOrder, User, Visibility,
+};
+
+pub(crate) struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file and runs the migrations.
+    pub(crate) async fn connect(url: &str, max_connections: u32, acquire_timeout: Duration) -> Result<Self, DbError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL with WAL loses at most the last transactions on power loss, never consistency.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(acquire_timeout)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn time(us: i64) -> Result<DateTime<Utc>, DbError> {
+    DateTime::from_timestamp_micros(us).ok_or_else(|| DbError::Corrupt(format!("timestamp {us} out of range")))
+}
+
+fn opt_time(us: Option<i64>) -> Result<Option<DateTime<Utc>>, DbError> {
+    us.map(time).transpose()
+}
+
+#[derive(FromRow)]
+struct UserRow {
+    id: Uuid,
+    name: String,
+    role: String,
+    quota_bytes: Option<i64>,
+    created_at: i64,
+    disabled_at: Option<i64>,
+}
+
+impl TryFrom<UserRow> for User {
+    type Error = DbError;
+    fn try_from(r: UserRow) -> Result<Self, DbError> {
+        Ok(User {
+            id: r.id,
+            name: r.name,
+            role: Role::parse(&r.role).ok_or_else(|| DbError::Corrupt(format!("role {:?}", r.role)))?,
+            quota_bytes: r.quota_bytes,
+            created_at: time(r.created_at)?,
+            disabled_at: opt_time(r.disabled_at)?,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct KeyRow {
+    id: Uuid,
+    user_id: Uuid,
+    prefix: String,
+    created_at: i64,
+    last_used_at: Option<i64>,
+    revoked_at: Option<i64>,
+}
+
+impl TryFrom<KeyRow> for ApiKey {
+    type Error = DbError;
+    fn try_from(r: KeyRow) -> Result<Self, DbError> {
+        Ok(ApiKey {
+            id: r.id,
+            user_id: r.user_id,
+            prefix: r.prefix,
+            created_at: time(r.created_at)?,
+            last_used_at: opt_time(r.last_used_at)?,
+            revoked_at: opt_time(r.revoked_at)?,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct FileRow {
+    id: Uuid,
+    user_id: Uuid,
+    name: String,
+    mime_type: String,
+    file_size: i64,
+    content_hash: String,
+    visibility: String,
+    upload_time: i64,
+    updated_at: i64,
+    deleted_at: Option<i64>,
+    /// Tags joined by a newline (tags never contain control characters).
+    tags: Option<String>,
+}
+
+impl TryFrom<FileRow> for FileMeta {
+    type Error = DbError;
+    fn try_from(r: FileRow) -> Result<Self, DbError> {
+        Ok(FileMeta {
+            id: r.id,
+            owner_id: r.user_id,
+            name: r.name,
+            mime_type: r.mime_type,
+            size: r.file_size,
+            content_hash: r.content_hash,
+            visibility: Visibility::parse(&r.visibility)
+                .ok_or_else(|| DbError::Corrupt(format!("visibility {:?}", r.visibility)))?,
+            tags: split_tags(r.tags),
+            upload_time: time(r.upload_time)?,
+            updated_at: time(r.updated_at)?,
+            deleted_at: opt_time(r.deleted_at)?,
+        })
+    }
+}
+
+fn split_tags(joined: Option<String>) -> Vec<String> {
+    let mut tags: Vec<String> = joined.iter().flat_map(|s| s.split('\n')).map(str::to_owned).collect();
+    tags.sort();
+    tags
+}
+
+// Statements below are assembled from these constant column lists only (hence `AssertSqlSafe`);
+// every value travels as a bound parameter.
+const USER_COLUMNS: &str = "id, name, role, quota_bytes, created_at, disabled_at";
+const KEY_COLUMNS: &str = "id, user_id, prefix, created_at, last_used_at, revoked_at";
+/// File columns with the tags folded in, for `FROM file_info f`.
+const FILE_COLUMNS: &str = "f.id, f.user_id, f.name, f.mime_type, f.file_size, f.content_hash, f.visibility, \
+     f.upload_time, f.updated_at, f.deleted_at, \
+     (SELECT group_concat(tag, char(10)) FROM file_tags t WHERE t.file_id = f.id) AS tags";
+
+impl SqliteStore {
+    async fn fetch_file(&self, exec: impl sqlx::SqliteExecutor<'_>, id: Uuid) -> Result<Option<FileMeta>, DbError> {
+        let sql = format!("SELECT {FILE_COLUMNS} FROM file_info f WHERE f.id = ?");
+        let row: Option<FileRow> = sqlx::query_as(AssertSqlSafe(sql)).bind(id).fetch_optional(exec).await?;
+        row.map(FileMeta::try_from).transpose()
+    }
+}
+
+async fn replace_tags(tx: &mut sqlx::SqliteConnection, file_id: Uuid, tags: &[String]) -> Result<(), DbError> {
+    sqlx::query("DELETE FROM file_tags WHERE file_id = ?").bind(file_id).execute(&mut *tx).await?;
+    for tag in tags {
+        sqlx::query("INSERT INTO file_tags (file_id, tag) VALUES (?, ?)")
+            .bind(file_id)
+            .bind(tag)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl MetaStore for SqliteStore {
+    async fn ping(&self) -> Result<(), DbError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn create_user(&self, user: &NewUser) -> Result<User, DbError> {
+        let sql = format!(
+            "INSERT INTO users (id, name, role, quota_bytes, created_at) VALUES (?, ?, ?, ?, ?) RETURNING {USER_COLUMNS}"
+        );
+        let row: UserRow = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(Uuid::now_v7())
+            .bind(&user.name)
+            .bind(user.role.as_str())
+            .bind(user.quota_bytes)
+            .bind(micros(Utc::now()))
+            .fetch_one(&self.pool)
+            .await?;
+        row.try_into()
+    }
+
+    async fn get_user(&self, id: Uuid) -> Result<Option<User>, DbError> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?");
+        let row: Option<UserRow> = sqlx::query_as(AssertSqlSafe(sql)).bind(id).fetch_optional(&self.pool).await?;
+        row.map(User::try_from).transpose()
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>, DbError> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY id");
+        let rows: Vec<UserRow> = sqlx::query_as(AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+        rows.into_iter().map(User::try_from).collect()
+    }
+
+    async fn create_api_key(&self, user_id: Uuid, key_hash: &str, prefix: &str) -> Result<ApiKey, DbError> {
+        let sql = format!(
+            "INSERT INTO api_keys (id, user_id, key_hash, prefix, created_at) VALUES (?, ?, ?, ?, ?) RETURNING {KEY_COLUMNS}"
+        );
+        let row: KeyRow = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(Uuid::now_v7())
+            .bind(user_id)
+            .bind(key_hash)
+            .bind(prefix)
+            .bind(micros(Utc::now()))
+            .fetch_one(&self.pool)
+            .await?;
+        row.try_into()
+    }
+
+    async fn list_api_keys(&self, user_id: Uuid) -> Result<Vec<ApiKey>, DbError> {
+        let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE user_id = ? ORDER BY id");
+        let rows: Vec<KeyRow> = sqlx::query_as(AssertSqlSafe(sql)).bind(user_id).fetch_all(&self.pool).await?;
+        rows.into_iter().map(ApiKey::try_from).collect()
+    }
+
+    async fn revoke_api_key(&self, user_id: Uuid, key_id: Uuid) -> Result<bool, DbError> {
+        let done = sqlx::query(
+            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND user_id = ? AND revoked_at IS NULL",
+        )
+        .bind(micros(Utc::now()))
+        .bind(key_id)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn authenticate(&self, key_hash: &str) -> Result<Option<(User, ApiKey)>, DbError> {
+        let sql = format!(
+            "SELECT k.id AS key_id, k.prefix, k.created_at AS key_created_at, k.last_used_at, \
+             u.{} FROM api_keys k JOIN users u ON u.id = k.user_id \
+             WHERE k.key_hash = ? AND k.revoked_at IS NULL AND u.disabled_at IS NULL",
+            USER_COLUMNS.replace(", ", ", u.")
+        );
+        #[derive(FromRow)]
+        struct AuthRow {
+            key_id: Uuid,
+            prefix: String,
+            key_created_at: i64,
+            last_used_at: Option<i64>,
+            #[sqlx(flatten)]
+            user: UserRow,
+        }
+        let row: Option<AuthRow> = sqlx::query_as(AssertSqlSafe(sql)).bind(key_hash).fetch_optional(&self.pool).await?;
+        let Some(row) = row else { return Ok(None) };
+        let user = User::try_from(row.user)?;
+        let key = ApiKey {
+            id: row.key_id,
+            user_id: user.id,
+            prefix: row.prefix,
+            created_at: time(row.key_created_at)?,
+            last_used_at: opt_time(row.last_used_at)?,
+            revoked_at: None,
+        };
+        Ok(Some((user, key)))
+    }
+
+    async fn touch_api_key(&self, key_id: Uuid, at: DateTime<Utc>) -> Result<(), DbError> {
+        sqlx::query("UPDATE api_keys SET last_used_at = ? WHERE id = ?")
+            .bind(micros(at))
+            .bind(key_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_file(&self, file: &NewFile) -> Result<FileMeta, DbError> {
+        let mut tx = self.pool.begin().await?;
+        let now = micros(file.now);
+        sqlx::query(
+            "INSERT INTO blobs (content_hash, size, ref_count, created_at) VALUES (?, ?, 1, ?) \
+             ON CONFLICT (content_hash) DO UPDATE SET ref_count = ref_count + 1",
+        )
+        .bind(&file.content_hash)
+        .bind(file.size)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO file_info (id, user_id, name, mime_type, file_size, content_hash, visibility, upload_time, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(file.id)
+        .bind(file.owner_id)
+        .bind(&file.name)
+        .bind(&file.mime_type)
+        .bind(file.size)
+        .bind(&file.content_hash)
+        .bind(file.visibility.as_str())
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        replace_tags(&mut tx, file.id, &file.tags).await?;
+        let meta = self.fetch_file(&mut *tx, file.id).await?;
+        tx.commit().await?;
+        meta.ok_or_else(|| DbError::Corrupt("inserted file vanished".into()))
+    }
+
+    async fn get_file(&self, id: Uuid) -> Result<Option<FileMeta>, DbError> {
+        self.fetch_file(&self.pool, id).await
+    }
+
+    async fn update_file(&self, id: Uuid, patch: &FilePatch, now: DateTime<Utc>) -> Result<Option<FileMeta>, DbError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE file_info SET name = COALESCE(?, name), visibility = COALESCE(?, visibility), updated_at = ? \
+             WHERE id = ? AND deleted_at IS NULL",
+        )
+        .bind(patch.name.as_deref())
+        .bind(patch.visibility.map(Visibility::as_str))
+        .bind(micros(now))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        if let Some(tags) = &patch.tags {
+            replace_tags(&mut tx, id, tags).await?;
+        }
+        let meta = self.fetch_file(&mut *tx, id).await?;
+        tx.commit().await?;
+        Ok(meta)
+    }
+
+    async fn set_deleted(
+        &self,
+        id: Uuid,
+        deleted_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<FileMeta>, DbError> {
+        let sql = format!(
+            "UPDATE file_info AS f SET deleted_at = ?, updated_at = ? WHERE f.id = ? RETURNING {FILE_COLUMNS}"
+        );
+        let row: Option<FileRow> = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(deleted_at.map(micros))
+            .bind(micros(now))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(FileMeta::try_from).transpose()
+    }
+
+    async fn purge_file(&self, id: Uuid) -> Result<Option<Purged>, DbError> {
+        let mut tx = self.pool.begin().await?;
+        let hash: Option<String> = sqlx::query_scalar("DELETE FROM file_info WHERE id = ? RETURNING content_hash")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(content_hash) = hash else { return Ok(None) };
+        let refs: i64 = sqlx::query_scalar(
+            "UPDATE blobs SET ref_count = ref_count - 1 WHERE content_hash = ? RETURNING ref_count",
+        )
+        .bind(&content_hash)
+        .fetch_one(&mut *tx)
+        .await?;
+        if refs == 0 {
+            sqlx::query("DELETE FROM blobs WHERE content_hash = ?").bind(&content_hash).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(Purged { content_hash, blob_released: refs == 0 }))
+    }
+
+    async fn blob_ref_count(&self, content_hash: &str) -> Result<Option<i64>, DbError> {
+        Ok(sqlx::query_scalar("SELECT ref_count FROM blobs WHERE content_hash = ?")
+            .bind(content_hash)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn list_files(&self, q: &FileQuery) -> Result<Vec<FileMeta>, DbError> {
+        let mut b: QueryBuilder<Sqlite> = QueryBuilder::new(format!("SELECT {FILE_COLUMNS} FROM file_info f WHERE "));
+        b.push(if q.deleted { "f.deleted_at IS NOT NULL" } else { "f.deleted_at IS NULL" });
+        if let Some(owner) = q.owner_id {
+            b.push(" AND f.user_id = ").push_bind(owner);
+        }
+        if let Some(prefix) = &q.mime_prefix {
+            // A range scan on the mime_type index: [prefix, prefix + U+10FFFF).
+            b.push(" AND f.mime_type >= ").push_bind(prefix.clone());
+            b.push(" AND f.mime_type < ").push_bind(format!("{prefix}\u{10FFFF}"));
+        }
+        if let Some(tag) = &q.tag {
+            b.push(" AND EXISTS (SELECT 1 FROM file_tags t WHERE t.file_id = f.id AND t.tag = ").push_bind(tag.clone());
+            b.push(")");
+        }
+        if let Some(min) = q.min_size {
+            b.push(" AND f.file_size >= ").push_bind(min);
+        }
+        if let Some(max) = q.max_size {
+            b.push(" AND f.file_size <= ").push_bind(max);
+        }
+        if let Some(from) = q.from {
+            b.push(" AND f.upload_time >= ").push_bind(micros(from));
+        }
+        if let Some(to) = q.to {
+            b.push(" AND f.upload_time < ").push_bind(micros(to));
+        }
+        let column = match q.sort {
+            SortKey::UploadTime => "f.upload_time",
+            SortKey::Name => "f.name",
+            SortKey::Size => "f.file_size",
+        };
+        let (cmp, dir) = match q.order {
+            SortOrder::Asc => (">", "ASC"),
+            SortOrder::Desc => ("<", "DESC"),
+        };
+        if let Some(after) = &q.after {
+            b.push(format_args!(" AND ({column}, f.id) {cmp} ("));
+            match &after.value {
+                CursorValue::Int(v) => b.push_bind(*v),
+                CursorValue::Text(v) => b.push_bind(v.clone()),
+            };
+            b.push(", ").push_bind(after.id).push(")");
+        }
+        b.push(format_args!(" ORDER BY {column} {dir}, f.id {dir} LIMIT ")).push_bind(i64::from(q.limit) + 1);
+        let rows: Vec<FileRow> = b.build_query_as().fetch_all(&self.pool).await?;
+        rows.into_iter().map(FileMeta::try_from).collect()
+    }
+}

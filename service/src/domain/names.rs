@@ -1,0 +1,103 @@
+//! File names and tags as the service stores them, and the `Content-Disposition` they are served under.
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+/// Longest stored name, in bytes; longer names are cut at a character boundary.
+const MAX_NAME_BYTES: usize = 255;
+const MAX_TAGS: usize = 32;
+const MAX_TAG_CHARS: usize = 64;
+
+/// Makes a client-supplied name safe to store and to put in a header.
+///
+/// Keeps the last path component only (both `/` and `\` separate), drops control characters
+/// (CR/LF included), trims dots and spaces at the ends so `..` cannot survive, keeps all other UTF-8.
+/// Returns `None` when nothing usable is left.
+pub(crate) fn sanitize_file_name(raw: &str) -> Option<String> {
+    let last = raw.rsplit(['/', '\\']).next().unwrap_or_default();
+    let cleaned: String = last.chars().filter(|c| !c.is_control()).collect();
+    let trimmed = cleaned.trim_matches(|c: char| c == '.' || c.is_whitespace());
+    if trimmed.is_empty() {
+        return None;
+    }
+    let mut end = trimmed.len().min(MAX_NAME_BYTES);
+    while !trimmed.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(trimmed[..end].to_owned())
+}
+
+/// Normalises tags: trimmed, lowercase, no control characters, deduplicated, sorted.
+pub(crate) fn normalize_tags<'a>(raw: impl IntoIterator<Item = &'a str>) -> Result<Vec<String>, String> {
+    let mut tags = Vec::new();
+    for tag in raw {
+        let tag = tag.trim().to_lowercase();
+        if tag.is_empty() {
+            continue;
+        }
+        if tag.chars().count() > MAX_TAG_CHARS || tag.chars().any(char::is_control) {
+            return Err(format!("tag {tag:?} must be at most {MAX_TAG_CHARS} printable characters"));
+        }
+        tags.push(tag);
+    }
+    tags.sort();
+    tags.dedup();
+    if tags.len() > MAX_TAGS {
+        return Err(format!("at most {MAX_TAGS} tags"));
+    }
+    Ok(tags)
+}
+
+/// Characters that RFC 5987 `attr-char` allows unencoded.
+const ATTR_CHAR: &AsciiSet =
+    &NON_ALPHANUMERIC.remove(b'!').remove(b'#').remove(b'$').remove(b'&').remove(b'+').remove(b'-').remove(b'.')
+        .remove(b'^').remove(b'_').remove(b'`').remove(b'|').remove(b'~');
+
+/// `attachment; filename="ascii fallback"; filename*=UTF-8''percent-encoded`.
+///
+/// The fallback replaces non-ASCII, quotes, backslashes and `%` (which some clients decode) with `_`,
+/// so old clients get a safe name and new ones the exact one.
+pub(crate) fn content_disposition(name: &str) -> String {
+    let fallback: String = name
+        .chars()
+        .map(|c| if c.is_ascii() && !c.is_ascii_control() && !matches!(c, '"' | '\\' | '%') { c } else { '_' })
+        .collect();
+    let encoded = utf8_percent_encode(name, ATTR_CHAR);
+    format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_components_and_control_characters_are_removed() {
+        assert_eq!(sanitize_file_name("../../etc/passwd").as_deref(), Some("passwd"));
+        assert_eq!(sanitize_file_name("C:\\Users\\x\\evil.exe").as_deref(), Some("evil.exe"));
+        assert_eq!(sanitize_file_name("a\r\nSet-Cookie: x").as_deref(), Some("aSet-Cookie: x"));
+        assert_eq!(sanitize_file_name(".."), None);
+        assert_eq!(sanitize_file_name("  "), None);
+        assert_eq!(sanitize_file_name("보고서 2026.pdf").as_deref(), Some("보고서 2026.pdf"));
+    }
+
+    #[test]
+    fn long_names_are_cut_on_a_character_boundary() {
+        let name = "가".repeat(200);
+        let cut = sanitize_file_name(&name).unwrap();
+        assert!(cut.len() <= MAX_NAME_BYTES);
+        assert!(cut.chars().all(|c| c == '가'));
+    }
+
+    #[test]
+    fn tags_are_normalized() {
+        assert_eq!(normalize_tags([" B", "a", "b", ""]).unwrap(), vec!["a", "b"]);
+        assert!(normalize_tags(["x\ny"]).is_err());
+    }
+
+    #[test]
+    fn disposition_has_an_ascii_fallback_and_the_exact_name() {
+        assert_eq!(
+            content_disposition("say \"hi\" 한.txt"),
+            "attachment; filename=\"say _hi_ _.txt\"; filename*=UTF-8''say%20%22hi%22%20%ED%95%9C.txt"
+        );
+    }
+}

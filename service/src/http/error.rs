@@ -1,0 +1,186 @@
+//! The one error type of the HTTP boundary, and the middleware that gives every failure the same JSON shape.
+//!
+//! Handlers return [`ApiError`]; its `IntoResponse` only sets the status and attaches the error.
+//! [`shape_errors`] then writes `{"error":{"code","message","request_id"}}` — for our errors and for
+//! anything else that failed (axum's own rejections, unknown routes, panics) — and logs server errors once,
+//! with the request's span still around.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use serde_json::json;
+
+use crate::blob::BlobError;
+use crate::db::DbError;
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ApiError {
+    /// 400 with a specific code (`invalid-header`, `invalid-query`, …).
+    #[error("{1}")]
+    BadRequest(&'static str, String),
+    /// 401; the code says what was wrong with the credentials.
+    #[error("a valid API key is required")]
+    Unauthorized(&'static str),
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404; the code names what was not found.
+    #[error("{1}")]
+    NotFound(&'static str, String),
+    #[error("{1}")]
+    Conflict(&'static str, String),
+    #[error("precondition failed")]
+    PreconditionFailed,
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 416 carrying the representation's length for `Content-Range: bytes */len`.
+    #[error("range not satisfiable")]
+    RangeNotSatisfiable(u64),
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500; the detail is logged, never sent.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(..) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(..) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(..) => StatusCode::CONFLICT,
+            ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(code, _)
+            | ApiError::Unauthorized(code)
+            | ApiError::NotFound(code, _)
+            | ApiError::Conflict(code, _) => code,
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::PreconditionFailed => "precondition-failed",
+            ApiError::PayloadTooLarge(_) => "file-too-large",
+            ApiError::UnsupportedMediaType(_) => "file-type-denied",
+            ApiError::RangeNotSatisfiable(_) => "range-not-satisfiable",
+            ApiError::Unavailable(_) => "service-unavailable",
+            ApiError::Internal(_) => "internal-error",
+        }
+    }
+
+    pub(crate) fn file_not_found() -> Self {
+        ApiError::NotFound("file-not-found", "file not found".into())
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Unavailable(_) => ApiError::Unavailable("the database is unavailable; try again".into()),
+            DbError::Conflict(constraint) => {
+                ApiError::Conflict("conflict", format!("the change conflicts with existing data ({constraint})"))
+            }
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<BlobError> for ApiError {
+    fn from(e: BlobError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+/// What `shape_errors` needs from an error response.
+#[derive(Clone)]
+struct ErrorReport {
+    code: &'static str,
+    message: String,
+    internal: Option<String>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut res = self.status().into_response();
+        if let ApiError::Unauthorized(_) = self {
+            res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let ApiError::RangeNotSatisfiable(len) = self {
+            let value = HeaderValue::try_from(format!("bytes */{len}")).expect("digits are a valid header value");
+            res.headers_mut().insert(header::CONTENT_RANGE, value);
+        }
+        let internal = match &self {
+            ApiError::Internal(detail) => Some(detail.clone()),
+            _ => None,
+        };
+        res.extensions_mut().insert(ErrorReport { code: self.code(), message: self.to_string(), internal });
+        res
+    }
+}
+
+/// Longest body of a foreign error response (an axum rejection) read to reuse as the message.
+const MAX_FOREIGN_BODY: usize = 4096;
+
+/// Gives every error response the one JSON shape and logs server errors.
+pub(crate) async fn shape_errors(request: Request, next: Next) -> Response {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let mut res = next.run(request).await;
+    let status = res.status();
+    let report = match res.extensions_mut().remove::<ErrorReport>() {
+        Some(report) => report,
+        None if status.is_client_error() || status.is_server_error() => {
+            let (parts, body) = res.into_parts();
+            let text = axum::body::to_bytes(body, MAX_FOREIGN_BODY).await.unwrap_or_default();
+            let text = String::from_utf8_lossy(&text).trim().to_owned();
+            res = Response::from_parts(parts, Body::empty());
+            foreign_report(status, text)
+        }
+        None => return res,
+    };
+    if status.is_server_error() {
+        tracing::error!(code = report.code, detail = report.internal.as_deref().unwrap_or(""), "request failed");
+    }
+    let body = json!({"error": {"code": report.code, "message": report.message, "request_id": request_id}});
+    let headers = res.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.remove(header::CONTENT_LENGTH);
+    *res.body_mut() = Body::from(body.to_string());
+    res
+}
+
+/// A report for an error response that did not come from an [`ApiError`].
+fn foreign_report(status: StatusCode, text: String) -> ErrorReport {
+    let code = match status {
+        StatusCode::BAD_REQUEST => "bad-request",
+        StatusCode::NOT_FOUND => "route-not-found",
+        StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload-too-large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid-body",
+        s if s.is_server_error() => "internal-error",
+        _ => "request-failed",
+    };
+    let message = if status.is_server_error() || text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_lowercase()
+    } else {
+        text
+    };
+    let internal = status.is_server_error().then_some(message.clone());
+    ErrorReport { code, message, internal }
+}

@@ -1,0 +1,453 @@
+//! `/api/v1/files`: upload (streamed), metadata, rename/tag/visibility, soft delete, restore, purge, listing.
+
+use axum::Json;
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures_util::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::{ApiError, AppState};
+use crate::blob::{BlobWriter, StoredBlob};
+use crate::cache::Family;
+use crate::domain::names::{normalize_tags, sanitize_file_name};
+use crate::domain::{Caller, Cursor, FileMeta, FilePatch, FileQuery, NewFile, SortKey, SortOrder, Visibility};
+use crate::media;
+
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(upload_file, list_files))
+        .routes(routes!(get_file, update_file, delete_file))
+        .routes(routes!(restore_file))
+        .routes(routes!(purge_file))
+        // Uploads bound their size themselves, byte by byte; axum's 2 MB default would cut every file off.
+        .layer(axum::extract::DefaultBodyLimit::disable())
+}
+
+/// Room for the multipart framing and the small text fields around the file.
+const MULTIPART_OVERHEAD: u64 = 64 * 1024;
+/// Largest text field (`tags`, `visibility`) in a multipart upload.
+const MAX_TEXT_FIELD: usize = 4096;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct UploadParams {
+    /// File name, for a raw (non-multipart) body.
+    name: Option<String>,
+    /// Comma-separated tags, for a raw body.
+    tags: Option<String>,
+    visibility: Option<Visibility>,
+}
+
+/// Loads a file's metadata through `file:meta:{id}` and checks that the caller may read it.
+/// Someone else's private file and a deleted file are both "not found": their existence is not disclosed.
+pub(crate) async fn readable_file(state: &AppState, caller: &Caller, id: Uuid) -> Result<FileMeta, ApiError> {
+    let meta = match state.cache.get_json::<FileMeta>(Family::FileMeta, &id.to_string()).await {
+        Some(meta) => meta,
+        None => {
+            let meta = state.db.get_file(id).await?.ok_or_else(ApiError::file_not_found)?;
+            state.cache.set_json(Family::FileMeta, &id.to_string(), &meta).await;
+            meta
+        }
+    };
+    if meta.deleted_at.is_some() || !caller.can_read(&meta) {
+        return Err(ApiError::file_not_found());
+    }
+    Ok(meta)
+}
+
+/// Like [`readable_file`] but for changes: readable-but-not-yours is 403, and deleted files are included.
+async fn writable_file(state: &AppState, caller: &Caller, id: Uuid) -> Result<FileMeta, ApiError> {
+    let meta = state.db.get_file(id).await?.ok_or_else(ApiError::file_not_found)?;
+    if caller.can_write(&meta) {
+        Ok(meta)
+    } else if caller.can_read(&meta) && meta.deleted_at.is_none() {
+        Err(ApiError::Forbidden("only the owner or an admin may change this file".into()))
+    } else {
+        Err(ApiError::file_not_found())
+    }
+}
+
+/// Streams one file's bytes into the blob store: enforces the size limit as bytes arrive,
+/// sniffs the type from the first bytes and refuses denied types before storing anything more.
+struct Intake<'a> {
+    writer: Box<dyn BlobWriter>,
+    state: &'a AppState,
+    /// The first bytes, held back until the type is known.
+    head: Vec<u8>,
+    mime: Option<String>,
+}
+
+impl<'a> Intake<'a> {
+    async fn new(state: &'a AppState) -> Result<Self, ApiError> {
+        Ok(Self { writer: state.blobs.writer().await?, state, head: Vec::new(), mime: None })
+    }
+
+    fn received(&self) -> u64 {
+        self.writer.written() + self.head.len() as u64
+    }
+
+    async fn push(&mut self, chunk: Bytes) -> Result<(), ApiError> {
+        let max = self.state.config.upload.max_bytes;
+        if self.received() + chunk.len() as u64 > max {
+            return Err(too_large(max));
+        }
+        if self.mime.is_some() {
+            return Ok(self.writer.write(&chunk).await?);
+        }
+        self.head.extend_from_slice(&chunk);
+        if self.head.len() >= media::SNIFF_LEN { self.decide_type().await } else { Ok(()) }
+    }
+
+    async fn decide_type(&mut self) -> Result<(), ApiError> {
+        let mime = media::sniff(&self.head[..self.head.len().min(media::SNIFF_LEN)]);
+        if self.state.config.upload.deny_mime_types.iter().any(|d| d.eq_ignore_ascii_case(&mime)) {
+            return Err(ApiError::UnsupportedMediaType(format!("files of type {mime} are not accepted")));
+        }
+        self.writer.write(&self.head).await?;
+        self.head = Vec::new();
+        self.mime = Some(mime);
+        Ok(())
+    }
+
+    async fn drain<S, E>(&mut self, mut body: S) -> Result<(), ApiError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| ApiError::BadRequest("upload-interrupted", format!("reading the upload failed: {e}")))?;
+            self.push(chunk).await?;
+        }
+        Ok(())
+    }
+
+    /// The hash of everything received; decides the type first if the file was shorter than the sniffed head.
+    async fn content_hash(&mut self) -> Result<String, ApiError> {
+        if self.mime.is_none() {
+            self.decide_type().await?;
+        }
+        Ok(self.writer.content_hash())
+    }
+
+    /// Makes the bytes durable and returns them with their type; call after [`Intake::content_hash`].
+    async fn finish(mut self) -> Result<(StoredBlob, String), ApiError> {
+        let mime = self.mime.take().ok_or_else(|| ApiError::Internal("upload finished before its type was known".into()))?;
+        Ok((self.writer.finish().await?, mime))
+    }
+}
+
+fn too_large(max: u64) -> ApiError {
+    ApiError::PayloadTooLarge(format!("the file exceeds the limit of {max} bytes"))
+}
+
+fn parse_tags(raw: &str) -> Result<Vec<String>, ApiError> {
+    normalize_tags(raw.split(',')).map_err(|m| ApiError::BadRequest("invalid-tags", m))
+}
+
+fn parse_visibility(raw: &str) -> Result<Visibility, ApiError> {
+    Visibility::parse(raw.trim())
+        .ok_or_else(|| ApiError::BadRequest("invalid-visibility", "visibility must be private or public".into()))
+}
+
+fn file_name(raw: &str) -> Result<String, ApiError> {
+    sanitize_file_name(raw).ok_or_else(|| ApiError::BadRequest("invalid-name", "the file name is empty once sanitised".into()))
+}
+
+async fn text_field(field: axum::extract::multipart::Field<'_>) -> Result<String, ApiError> {
+    let name = field.name().unwrap_or_default().to_owned();
+    let bytes = field.bytes().await.map_err(|e| ApiError::BadRequest("invalid-multipart", e.body_text()))?;
+    if bytes.len() > MAX_TEXT_FIELD {
+        return Err(ApiError::BadRequest("invalid-multipart", format!("field {name} is too long")));
+    }
+    String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::BadRequest("invalid-multipart", format!("field {name} is not UTF-8")))
+}
+
+/// Upload a file.
+///
+/// Multipart (`file`, optional `tags` as comma-separated text, optional `visibility`) or a raw body with `?name=`.
+/// The body is streamed to storage while it is hashed; the type is sniffed from the bytes.
+#[utoipa::path(post, path = "/api/v1/files", tag = "files", params(UploadParams),
+    request_body(content_type = "multipart/form-data", description = "or a raw body of any type with ?name="),
+    responses((status = 201, body = FileMeta), (status = 413), (status = 415)))]
+async fn upload_file(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(params): Query<UploadParams>,
+    request: Request,
+) -> Result<(StatusCode, HeaderMap, Json<FileMeta>), ApiError> {
+    let max = state.config.upload.max_bytes;
+    let is_multipart = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .map(|v| v.to_str().ok().and_then(|s| s.parse::<u64>().ok()))
+        .map(|v| v.ok_or_else(|| ApiError::BadRequest("invalid-header", "Content-Length is not a number".into())))
+        .transpose()?;
+    // Refuse a declared oversize body before reading a byte of it.
+    if declared.is_some_and(|len| len > max + if is_multipart { MULTIPART_OVERHEAD } else { 0 }) {
+        return Err(too_large(max));
+    }
+
+    let mut tags = params.tags.as_deref().map(parse_tags).transpose()?.unwrap_or_default();
+    let mut visibility = params.visibility.unwrap_or_default();
+    let mut name = params.name.as_deref().map(file_name).transpose()?;
+    let mut intake = Intake::new(&state).await?;
+
+    if is_multipart {
+        let mut multipart = Multipart::from_request(request, &state)
+            .await
+            .map_err(|e| ApiError::BadRequest("invalid-multipart", e.body_text()))?;
+        let mut saw_file = false;
+        let mut text_bytes = 0usize;
+        while let Some(field) = multipart
+            .next_field()
+            .await
+            .map_err(|e| ApiError::BadRequest("invalid-multipart", e.body_text()))?
+        {
+            match field.name().unwrap_or_default() {
+                "file" if !saw_file => {
+                    saw_file = true;
+                    if let Some(n) = field.file_name() {
+                        name = Some(file_name(n)?);
+                    }
+                    intake.drain(field).await?;
+                }
+                "file" => return Err(ApiError::BadRequest("invalid-multipart", "one file per upload".into())),
+                other @ ("tags" | "visibility" | "name") => {
+                    let other = other.to_owned();
+                    let text = text_field(field).await?;
+                    text_bytes += text.len();
+                    if text_bytes as u64 > MULTIPART_OVERHEAD {
+                        return Err(ApiError::BadRequest("invalid-multipart", "text fields are too long".into()));
+                    }
+                    match other.as_str() {
+                        "tags" => tags = parse_tags(&text)?,
+                        "visibility" => visibility = parse_visibility(&text)?,
+                        _ => name = Some(file_name(&text)?),
+                    }
+                }
+                other => {
+                    return Err(ApiError::BadRequest("invalid-multipart", format!("unexpected field {other:?}")));
+                }
+            }
+        }
+        if !saw_file {
+            return Err(ApiError::BadRequest("invalid-multipart", "the form has no file field".into()));
+        }
+    } else {
+        intake.drain(request.into_body().into_data_stream()).await?;
+    }
+    let name = name.ok_or_else(|| ApiError::BadRequest("invalid-name", "a file name is required (?name=)".into()))?;
+
+    let hash = intake.content_hash().await?;
+    let _guard = state.blob_locks.lock(&hash).await;
+    let (stored, mime_type) = intake.finish().await?;
+    let new = NewFile {
+        id: Uuid::now_v7(),
+        owner_id: caller.user.id,
+        name,
+        mime_type,
+        size: i64::try_from(stored.size).map_err(|_| too_large(max))?,
+        content_hash: stored.hash.clone(),
+        visibility,
+        tags,
+        now: Utc::now(),
+    };
+    let meta = match state.db.insert_file(&new).await {
+        Ok(meta) => meta,
+        Err(e) => {
+            // Nothing refers to freshly stored bytes whose row failed: remove them unless another file shares them.
+            if let Ok(None) = state.db.blob_ref_count(&stored.hash).await {
+                let _ = state.blobs.delete(&stored.hash).await;
+            }
+            return Err(e.into());
+        }
+    };
+    drop(_guard);
+    let mut headers = HeaderMap::new();
+    if let Ok(location) = HeaderValue::try_from(format!("/api/v1/files/{}", meta.id)) {
+        headers.insert(header::LOCATION, location);
+    }
+    Ok((StatusCode::CREATED, headers, Json(meta)))
+}
+
+/// A file's metadata.
+#[utoipa::path(get, path = "/api/v1/files/{id}", tag = "files",
+    params(("id" = Uuid, Path, description = "file id")),
+    responses((status = 200, body = FileMeta), (status = 404)))]
+async fn get_file(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> Result<Json<FileMeta>, ApiError> {
+    Ok(Json(readable_file(&state, &caller, id).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileUpdate {
+    name: Option<String>,
+    tags: Option<Vec<String>>,
+    visibility: Option<Visibility>,
+}
+
+/// Rename a file, replace its tags or change its visibility.
+#[utoipa::path(patch, path = "/api/v1/files/{id}", tag = "files",
+    params(("id" = Uuid, Path, description = "file id")), request_body = FileUpdate,
+    responses((status = 200, body = FileMeta), (status = 403), (status = 404)))]
+async fn update_file(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+    Json(update): Json<FileUpdate>,
+) -> Result<Json<FileMeta>, ApiError> {
+    let current = writable_file(&state, &caller, id).await?;
+    if current.deleted_at.is_some() {
+        return Err(ApiError::file_not_found());
+    }
+    let patch = FilePatch {
+        name: update.name.as_deref().map(file_name).transpose()?,
+        tags: update
+            .tags
+            .map(|t| normalize_tags(t.iter().map(String::as_str)).map_err(|m| ApiError::BadRequest("invalid-tags", m)))
+            .transpose()?,
+        visibility: update.visibility,
+    };
+    let meta = state.db.update_file(id, &patch, Utc::now()).await?.ok_or_else(ApiError::file_not_found)?;
+    state.cache.invalidate_file(id).await;
+    Ok(Json(meta))
+}
+
+/// Move a file to the trash; `restore` brings it back.
+#[utoipa::path(delete, path = "/api/v1/files/{id}", tag = "files",
+    params(("id" = Uuid, Path, description = "file id")), responses((status = 204), (status = 404)))]
+async fn delete_file(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> Result<StatusCode, ApiError> {
+    let current = writable_file(&state, &caller, id).await?;
+    if current.deleted_at.is_some() {
+        return Err(ApiError::file_not_found());
+    }
+    let now = Utc::now();
+    state.db.set_deleted(id, Some(now), now).await?;
+    state.cache.invalidate_file(id).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Bring a deleted file back.
+#[utoipa::path(post, path = "/api/v1/files/{id}/restore", tag = "files",
+    params(("id" = Uuid, Path, description = "file id")), responses((status = 200, body = FileMeta), (status = 404)))]
+async fn restore_file(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> Result<Json<FileMeta>, ApiError> {
+    let current = writable_file(&state, &caller, id).await?;
+    if current.deleted_at.is_none() {
+        return Err(ApiError::Conflict("file-not-deleted", "the file is not deleted".into()));
+    }
+    let meta = state.db.set_deleted(id, None, Utc::now()).await?.ok_or_else(ApiError::file_not_found)?;
+    state.cache.invalidate_file(id).await;
+    Ok(Json(meta))
+}
+
+/// Remove a file for good (admin only); its bytes go when no other file shares them.
+#[utoipa::path(post, path = "/api/v1/files/{id}/purge", tag = "files",
+    params(("id" = Uuid, Path, description = "file id")), responses((status = 204), (status = 403), (status = 404)))]
+async fn purge_file(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> Result<StatusCode, ApiError> {
+    if !caller.is_admin() {
+        return Err(ApiError::Forbidden("purging files is for admins".into()));
+    }
+    let meta = state.db.get_file(id).await?.ok_or_else(ApiError::file_not_found)?;
+    let _guard = state.blob_locks.lock(&meta.content_hash).await;
+    let purged = state.db.purge_file(id).await?.ok_or_else(ApiError::file_not_found)?;
+    state.cache.invalidate_file(id).await;
+    if purged.blob_released {
+        state.blobs.delete(&purged.content_hash).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListParams {
+    /// Content-type prefix, e.g. `image/`.
+    mime: Option<String>,
+    tag: Option<String>,
+    min_size: Option<i64>,
+    max_size: Option<i64>,
+    /// Uploaded at or after (RFC 3339).
+    from: Option<DateTime<Utc>>,
+    /// Uploaded before (RFC 3339).
+    to: Option<DateTime<Utc>>,
+    #[serde(default)]
+    sort: SortKey,
+    #[serde(default)]
+    order: SortOrder,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// Page size, 1 to 1000 (default 50).
+    limit: Option<u32>,
+    /// List the trash instead.
+    #[serde(default)]
+    deleted: bool,
+    /// Admins only: whose files (a user id), or `all`.
+    owner: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct FilePage {
+    items: Vec<FileMeta>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    next_cursor: Option<String>,
+}
+
+/// The caller's files, filtered and sorted, a page at a time (keyset pagination).
+#[utoipa::path(get, path = "/api/v1/files", tag = "files", params(ListParams),
+    responses((status = 200, body = FilePage), (status = 400)))]
+async fn list_files(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(p): Query<ListParams>,
+) -> Result<Json<FilePage>, ApiError> {
+    let bad = |m: &str| ApiError::BadRequest("invalid-query", m.to_owned());
+    let limit = p.limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(bad("limit must be between 1 and 1000"));
+    }
+    let owner_id = match p.owner.as_deref() {
+        None => Some(caller.user.id),
+        Some(_) if !caller.is_admin() => return Err(ApiError::Forbidden("only admins list other users' files".into())),
+        Some("all") => None,
+        Some(id) => Some(id.parse::<Uuid>().map_err(|_| bad("owner must be a user id or all"))?),
+    };
+    let after = p
+        .cursor
+        .as_deref()
+        .map(|c| Cursor::decode(c).filter(|c| c.sort == p.sort && c.order == p.order))
+        .map(|c| c.ok_or_else(|| ApiError::BadRequest("invalid-cursor", "the cursor is not valid for this listing".into())))
+        .transpose()?;
+    let tag = p.tag.as_deref().map(|t| normalize_tags([t])).transpose().map_err(|m| ApiError::BadRequest("invalid-tags", m))?;
+    let query = FileQuery {
+        owner_id,
+        mime_prefix: p.mime.map(|m| m.to_ascii_lowercase()),
+        tag: tag.and_then(|t| t.into_iter().next()),
+        min_size: p.min_size,
+        max_size: p.max_size,
+        from: p.from,
+        to: p.to,
+        deleted: p.deleted,
+        sort: p.sort,
+        order: p.order,
+        after,
+        limit,
+    };
+    let mut items = state.db.list_files(&query).await?;
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|last| Cursor::after(last, p.sort, p.order).encode())
+    } else {
+        None
+    };
+    Ok(Json(FilePage { items, next_cursor }))
+}

@@ -1,0 +1,140 @@
+//! The HTTP layer: shared state, the router (one module per resource) and the middleware around it.
+
+mod content;
+mod error;
+mod files;
+mod health;
+mod users;
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use metrics::Label;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+
+pub(crate) use error::ApiError;
+pub(crate) use users::validate_user_name;
+
+use crate::blob::BlobStore;
+use crate::cache::Cache;
+use crate::config::Config;
+use crate::db::MetaStore;
+use crate::telemetry::Metrics;
+
+/// Everything a request handler may use; built once at startup.
+pub(crate) struct AppContext {
+    pub(crate) config: Config,
+    /// Metadata: users, keys, files. Owned here; the only handle to the database.
+    pub(crate) db: Arc<dyn MetaStore>,
+    /// File bytes.
+    pub(crate) blobs: Arc<dyn BlobStore>,
+    pub(crate) cache: Cache,
+    pub(crate) metrics: Metrics,
+    /// Serialises storing and releasing the same content, so a purge cannot remove bytes an upload just reused.
+    pub(crate) blob_locks: BlobLocks,
+}
+
+#[derive(Clone)]
+pub(crate) struct AppState(pub(crate) Arc<AppContext>);
+
+impl Deref for AppState {
+    type Target = AppContext;
+    fn deref(&self) -> &AppContext {
+        &self.0
+    }
+}
+
+/// A fixed set of mutexes picked by content hash: enough to keep unrelated uploads apart.
+pub(crate) struct BlobLocks([tokio::sync::Mutex<()>; 64]);
+
+impl BlobLocks {
+    pub(crate) fn new() -> Self {
+        Self(std::array::from_fn(|_| tokio::sync::Mutex::new(())))
+    }
+
+    pub(crate) async fn lock(&self, hash: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        let slot = hash.bytes().fold(0usize, |acc, b| acc.wrapping_mul(31).wrapping_add(usize::from(b)));
+        self.0[slot % self.0.len()].lock().await
+    }
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "FileWallBall", description = "HTTP file service"),
+    modifiers(&BearerAuth),
+    security(("api_key" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The whole application: routes, OpenAPI document and middleware.
+pub(crate) fn router(state: AppState) -> Router {
+    let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(files::router())
+        .merge(content::router())
+        .merge(users::router())
+        .merge(health::router())
+        .split_for_parts();
+    let openapi = Arc::new(openapi);
+    api.route(
+        "/openapi.json",
+        axum::routing::get(move || {
+            let openapi = openapi.clone();
+            async move { axum::Json(openapi.as_ref().clone()) }
+        }),
+    )
+    .fallback(|| async { http::StatusCode::NOT_FOUND })
+    .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
+    .with_state(state)
+    .layer(
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+                tracing::info_span!("request", method = %req.method(), uri = %req.uri().path(), request_id = id)
+            }))
+            .layer(middleware::from_fn(error::shape_errors))
+            .layer(CatchPanicLayer::new()),
+    )
+}
+
+/// Records `http_request_duration_seconds{method,endpoint,status}`, the endpoint being the route template.
+async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let endpoint = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    let labels = vec![
+        Label::new("method", method),
+        Label::new("endpoint", endpoint),
+        Label::new("status", response.status().as_u16().to_string()),
+    ];
+    state.metrics.histogram("http_request_duration_seconds", labels).record(started.elapsed().as_secs_f64());
+    response
+}

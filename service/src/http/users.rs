@@ -1,0 +1,151 @@
+//! `/api/v1/users`: users and their API keys. Admins manage everyone; a user sees and revokes their own keys.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::{ApiError, AppState};
+use crate::auth::NewKey;
+use crate::db::{DbError, NewUser};
+use crate::domain::{ApiKey, Caller, Role, User};
+
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_user, list_users))
+        .routes(routes!(get_me))
+        .routes(routes!(issue_key, list_keys))
+        .routes(routes!(revoke_key))
+}
+
+fn require_admin(caller: &Caller) -> Result<(), ApiError> {
+    if caller.is_admin() { Ok(()) } else { Err(ApiError::Forbidden("this needs an admin key".into())) }
+}
+
+/// Admins act on anyone; a user only on themselves. Other users' ids are not disclosed.
+fn require_self_or_admin(caller: &Caller, user_id: Uuid) -> Result<(), ApiError> {
+    if caller.is_admin() || caller.user.id == user_id {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound("user-not-found", "user not found".into()))
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateUser {
+    /// 1 to 64 characters: letters, digits, `.`, `_`, `-`.
+    name: String,
+    #[serde(default = "default_role")]
+    role: Role,
+    quota_bytes: Option<i64>,
+}
+
+fn default_role() -> Role {
+    Role::User
+}
+
+pub(crate) fn validate_user_name(name: &str) -> Result<(), ApiError> {
+    let ok = (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest("invalid-name", "user names are 1-64 letters, digits, '.', '_' or '-'".into()))
+    }
+}
+
+/// Create a user (admin).
+#[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = CreateUser,
+    responses((status = 201, body = User), (status = 403), (status = 409)))]
+async fn create_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<CreateUser>,
+) -> Result<(StatusCode, Json<User>), ApiError> {
+    require_admin(&caller)?;
+    validate_user_name(&body.name)?;
+    if body.quota_bytes.is_some_and(|q| q < 0) {
+        return Err(ApiError::BadRequest("invalid-quota", "quota_bytes must not be negative".into()));
+    }
+    let user = state
+        .db
+        .create_user(&NewUser { name: body.name, role: body.role, quota_bytes: body.quota_bytes })
+        .await
+        .map_err(|e| match e {
+            DbError::Conflict(_) => ApiError::Conflict("user-exists", "a user with this name exists".into()),
+            other => other.into(),
+        })?;
+    Ok((StatusCode::CREATED, Json(user)))
+}
+
+/// All users (admin).
+#[utoipa::path(get, path = "/api/v1/users", tag = "users", responses((status = 200, body = Vec<User>)))]
+async fn list_users(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<User>>, ApiError> {
+    require_admin(&caller)?;
+    Ok(Json(state.db.list_users().await?))
+}
+
+/// The caller.
+#[utoipa::path(get, path = "/api/v1/users/me", tag = "users", responses((status = 200, body = User)))]
+async fn get_me(caller: Caller) -> Json<User> {
+    Json(caller.user)
+}
+
+/// A key as issued: the secret appears here once and is never stored.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct IssuedKey {
+    #[serde(flatten)]
+    key: ApiKey,
+    /// Send as `Authorization: Bearer <key>`.
+    secret: String,
+}
+
+/// Issue an API key for a user (admin).
+#[utoipa::path(post, path = "/api/v1/users/{id}/keys", tag = "users",
+    params(("id" = Uuid, Path, description = "user id")),
+    responses((status = 201, body = IssuedKey), (status = 403), (status = 404)))]
+async fn issue_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(user_id): Path<Uuid>,
+) -> Result<(StatusCode, Json<IssuedKey>), ApiError> {
+    require_admin(&caller)?;
+    state.db.get_user(user_id).await?.ok_or_else(|| ApiError::NotFound("user-not-found", "user not found".into()))?;
+    let new = NewKey::generate();
+    let key = state.db.create_api_key(user_id, &new.hash, &new.prefix).await?;
+    Ok((StatusCode::CREATED, Json(IssuedKey { key, secret: new.secret })))
+}
+
+/// A user's keys, without their secrets.
+#[utoipa::path(get, path = "/api/v1/users/{id}/keys", tag = "users",
+    params(("id" = Uuid, Path, description = "user id")), responses((status = 200, body = Vec<ApiKey>)))]
+async fn list_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(user_id): Path<Uuid>,
+) -> Result<Json<Vec<ApiKey>>, ApiError> {
+    require_self_or_admin(&caller, user_id)?;
+    Ok(Json(state.db.list_api_keys(user_id).await?))
+}
+
+/// Revoke a key; it stops working at once.
+#[utoipa::path(delete, path = "/api/v1/users/{id}/keys/{key_id}", tag = "users",
+    params(("id" = Uuid, Path, description = "user id"), ("key_id" = Uuid, Path, description = "key id")),
+    responses((status = 204), (status = 404)))]
+async fn revoke_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((user_id, key_id)): Path<(Uuid, Uuid)>,
+) -> Result<StatusCode, ApiError> {
+    require_self_or_admin(&caller, user_id)?;
+    if state.db.revoke_api_key(user_id, key_id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound("key-not-found", "no such live key".into()))
+    }
+}

@@ -1,0 +1,18 @@
+//! FileWallBall: an HTTP file service — streaming upload, ranged download, metadata, users and API keys.
+//!
+//! The binary (`main.rs`) only parses the command line; everything lives here so tests can build the
+//! same application in-process ([`startup::Application`]).
+
+mod auth;
+mod blob;
+mod cache;
+pub mod config;
+mod db;
+mod domain;
+mod http;
+mod media;
+pub mod startup;
+pub mod telemetry;
+
+pub use config::Config;
+pub use startup::Application;

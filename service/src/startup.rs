@@ -1,0 +1,153 @@
+//! Building the application from its configuration, and running it until a shutdown signal.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::auth::NewKey;
+use crate::blob::local::LocalStore;
+use crate::cache::Cache;
+use crate::cache::memory::MemoryCache;
+use crate::config::Config;
+use crate::db::sqlite::SqliteStore;
+use crate::db::{MetaStore, NewUser};
+use crate::domain::Role;
+use crate::http::{self, AppContext, AppState, BlobLocks};
+use crate::telemetry::Metrics;
+
+/// A bound, ready-to-serve instance of the service.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+/// A user created with their first key; the key is shown only here.
+#[derive(Debug)]
+pub struct CreatedUser {
+    pub id: uuid::Uuid,
+    pub name: String,
+    pub key: String,
+}
+
+async fn open_context(config: Config) -> anyhow::Result<AppContext> {
+    tokio::fs::create_dir_all(&config.storage.data_dir)
+        .await
+        .with_context(|| format!("creating data directory {}", config.storage.data_dir.display()))?;
+    let db = SqliteStore::connect(
+        &config.sqlite_url(),
+        config.database.max_connections,
+        std::time::Duration::from_secs(config.database.acquire_timeout_secs),
+    )
+    .await
+    .context("opening the metadata database")?;
+    let blobs = LocalStore::open(config.blob_dir()).await.context("opening the blob directory")?;
+    let metrics = Metrics::new();
+    let cache = Cache::new(Arc::new(MemoryCache::new(config.cache.memory_capacity_bytes)), &config.cache.namespace, &metrics);
+    Ok(AppContext {
+        db: Arc::new(db),
+        blobs: Arc::new(blobs),
+        cache,
+        metrics,
+        blob_locks: BlobLocks::new(),
+        config,
+    })
+}
+
+impl Application {
+    /// Opens the backends (running migrations, clearing stale temporary files) and binds the listener.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let bind = config.server.bind;
+        let state = AppState(Arc::new(open_context(config).await?));
+        let listener = TcpListener::bind(bind).await.with_context(|| format!("binding {bind}"))?;
+        Ok(Self { listener, state })
+    }
+
+    /// The port actually bound (useful with port 0).
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The router, for driving the service in-process (`tower::ServiceExt::oneshot`).
+    pub fn router(&self) -> Router {
+        http::router(self.state.clone())
+    }
+
+    /// Creates a user and their first API key, as `filewallball admin create-user` does.
+    pub async fn create_user(&self, name: &str, role: &str) -> anyhow::Result<CreatedUser> {
+        create_user(self.state.db.as_ref(), name, role).await
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish for at most
+    /// `server.shutdown_timeout_secs`, and returns.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let grace = self.state.config.shutdown_timeout();
+        let app = http::router(self.state.clone());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(self.listener, app).with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!(grace_secs = grace.as_secs(), "shutting down: no new connections, finishing requests");
+            let _ = stop_tx.send(());
+        });
+        let mut server = std::pin::pin!(server.into_future());
+        tokio::select! {
+            result = &mut server => return result.context("serving"),
+            _ = stop_rx => {}
+        }
+        match tokio::time::timeout(grace, server).await {
+            Ok(result) => result.context("serving"),
+            Err(_) => {
+                tracing::warn!("requests still running after the shutdown grace period; exiting anyway");
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn create_user(db: &dyn MetaStore, name: &str, role: &str) -> anyhow::Result<CreatedUser> {
+    let role = Role::parse(role).with_context(|| format!("role must be admin or user, not {role:?}"))?;
+    http::validate_user_name(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let user = db
+        .create_user(&NewUser { name: name.to_owned(), role, quota_bytes: None })
+        .await
+        .with_context(|| format!("creating user {name:?}"))?;
+    let key = NewKey::generate();
+    db.create_api_key(user.id, &key.hash, &key.prefix).await.context("issuing the key")?;
+    Ok(CreatedUser { id: user.id, name: user.name, key: key.secret })
+}
+
+/// `filewallball admin create-user`: opens the configured database and creates a user with a key.
+pub async fn admin_create_user(config: Config, name: &str, role: &str) -> anyhow::Result<CreatedUser> {
+    let ctx = open_context(config).await?;
+    create_user(ctx.db.as_ref(), name, role).await
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
