@@ -56,11 +56,8 @@ impl FromRequestParts<AppState> for Caller {
             return Ok(caller.clone());
         }
         let token = bearer(parts)?;
-        let (user, key) = state
-            .db
-            .authenticate(&hash_key(token))
-            .await?
-            .ok_or(ApiError::Unauthorized("invalid-api-key"))?;
+        let (user, key) =
+            state.db.authenticate(&hash_key(token)).await?.ok_or(ApiError::Unauthorized("invalid-api-key"))?;
         let now = Utc::now();
         if key.last_used_at.is_none_or(|t| now - t > TOUCH_INTERVAL) {
             let db = state.db.clone();

@@ -205,7 +205,10 @@ impl Config {
         let url = self.database.url.expose_secret();
         if !(url.is_empty() || url.starts_with("sqlite:")) {
             if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-                return bad("database.url", "the PostgreSQL backend is not built yet; use a sqlite: URL or leave it empty");
+                return bad(
+                    "database.url",
+                    "the PostgreSQL backend is not built yet; use a sqlite: URL or leave it empty",
+                );
             }
             return bad("database.url", "must start with sqlite:");
         }
@@ -230,11 +233,7 @@ impl Config {
 
     /// The blob directory: the configured one, or `<data_dir>/blobs`.
     pub fn blob_dir(&self) -> PathBuf {
-        if self.blob.dir.as_os_str().is_empty() {
-            self.storage.data_dir.join("blobs")
-        } else {
-            self.blob.dir.clone()
-        }
+        if self.blob.dir.as_os_str().is_empty() { self.storage.data_dir.join("blobs") } else { self.blob.dir.clone() }
     }
 
     pub fn shutdown_timeout(&self) -> Duration {
@@ -277,8 +276,8 @@ mod tests {
 
     #[test]
     fn an_unknown_key_is_refused() {
-        let figment = Figment::from(Serialized::defaults(Config::default()))
-            .merge(Toml::string("[upload]\nmax_byte = 5"));
+        let figment =
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string("[upload]\nmax_byte = 5"));
         let err = Config::from_figment(figment).unwrap_err().to_string();
         assert!(err.contains("max_byte"), "{err}");
     }

@@ -45,15 +45,9 @@ async fn open_context(config: Config) -> anyhow::Result<AppContext> {
     .context("opening the metadata database")?;
     let blobs = LocalStore::open(config.blob_dir()).await.context("opening the blob directory")?;
     let metrics = Metrics::new();
-    let cache = Cache::new(Arc::new(MemoryCache::new(config.cache.memory_capacity_bytes)), &config.cache.namespace, &metrics);
-    Ok(AppContext {
-        db: Arc::new(db),
-        blobs: Arc::new(blobs),
-        cache,
-        metrics,
-        blob_locks: BlobLocks::new(),
-        config,
-    })
+    let cache =
+        Cache::new(Arc::new(MemoryCache::new(config.cache.memory_capacity_bytes)), &config.cache.namespace, &metrics);
+    Ok(AppContext { db: Arc::new(db), blobs: Arc::new(blobs), cache, metrics, blob_locks: BlobLocks::new(), config })
 }
 
 impl Application {

@@ -41,9 +41,7 @@ impl MemoryCache {
     pub(crate) fn new(capacity_bytes: u64) -> Self {
         let inner = Moka::builder()
             .max_capacity(capacity_bytes)
-            .weigher(|key: &String, entry: &Entry| {
-                u32::try_from(key.len() + entry.value.len()).unwrap_or(u32::MAX)
-            })
+            .weigher(|key: &String, entry: &Entry| u32::try_from(key.len() + entry.value.len()).unwrap_or(u32::MAX))
             .expire_after(PerEntryTtl)
             .build();
         Self { inner }

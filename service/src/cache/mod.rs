@@ -132,7 +132,11 @@ impl Cache {
             }
         };
         let c = &self.counters[family.index()];
-        if found.is_some() { c.hits.increment(1) } else { c.misses.increment(1) }
+        if found.is_some() {
+            c.hits.increment(1)
+        } else {
+            c.misses.increment(1)
+        }
         found
     }
 

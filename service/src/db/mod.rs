@@ -77,8 +77,12 @@ pub(crate) trait MetaStore: Send + Sync + 'static {
     async fn get_file(&self, id: Uuid) -> Result<Option<FileMeta>, DbError>;
     async fn update_file(&self, id: Uuid, patch: &FilePatch, now: DateTime<Utc>) -> Result<Option<FileMeta>, DbError>;
     /// Sets or clears `deleted_at`.
-    async fn set_deleted(&self, id: Uuid, deleted_at: Option<DateTime<Utc>>, now: DateTime<Utc>)
-    -> Result<Option<FileMeta>, DbError>;
+    async fn set_deleted(
+        &self,
+        id: Uuid,
+        deleted_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<FileMeta>, DbError>;
     /// Removes the row for good and drops its blob reference, in one transaction.
     async fn purge_file(&self, id: Uuid) -> Result<Option<Purged>, DbError>;
     /// How many files refer to a blob; `None` when it has no row.

@@ -225,14 +225,13 @@ impl MetaStore for SqliteStore {
     }
 
     async fn revoke_api_key(&self, user_id: Uuid, key_id: Uuid) -> Result<bool, DbError> {
-        let done = sqlx::query(
-            "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND user_id = ? AND revoked_at IS NULL",
-        )
-        .bind(micros(Utc::now()))
-        .bind(key_id)
-        .bind(user_id)
-        .execute(&self.pool)
-        .await?;
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND user_id = ? AND revoked_at IS NULL")
+                .bind(micros(Utc::now()))
+                .bind(key_id)
+                .bind(user_id)
+                .execute(&self.pool)
+                .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -341,16 +340,16 @@ impl MetaStore for SqliteStore {
         deleted_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Result<Option<FileMeta>, DbError> {
-        let sql = format!(
-            "UPDATE file_info AS f SET deleted_at = ?, updated_at = ? WHERE f.id = ? RETURNING {FILE_COLUMNS}"
-        );
-        let row: Option<FileRow> = sqlx::query_as(AssertSqlSafe(sql))
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE file_info SET deleted_at = ?, updated_at = ? WHERE id = ?")
             .bind(deleted_at.map(micros))
             .bind(micros(now))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        row.map(FileMeta::try_from).transpose()
+        let meta = self.fetch_file(&mut *tx, id).await?;
+        tx.commit().await?;
+        Ok(meta)
     }
 
     async fn purge_file(&self, id: Uuid) -> Result<Option<Purged>, DbError> {
@@ -360,12 +359,11 @@ impl MetaStore for SqliteStore {
             .fetch_optional(&mut *tx)
             .await?;
         let Some(content_hash) = hash else { return Ok(None) };
-        let refs: i64 = sqlx::query_scalar(
-            "UPDATE blobs SET ref_count = ref_count - 1 WHERE content_hash = ? RETURNING ref_count",
-        )
-        .bind(&content_hash)
-        .fetch_one(&mut *tx)
-        .await?;
+        let refs: i64 =
+            sqlx::query_scalar("UPDATE blobs SET ref_count = ref_count - 1 WHERE content_hash = ? RETURNING ref_count")
+                .bind(&content_hash)
+                .fetch_one(&mut *tx)
+                .await?;
         if refs == 0 {
             sqlx::query("DELETE FROM blobs WHERE content_hash = ?").bind(&content_hash).execute(&mut *tx).await?;
         }

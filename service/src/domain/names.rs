@@ -48,9 +48,19 @@ pub(crate) fn normalize_tags<'a>(raw: impl IntoIterator<Item = &'a str>) -> Resu
 }
 
 /// Characters that RFC 5987 `attr-char` allows unencoded.
-const ATTR_CHAR: &AsciiSet =
-    &NON_ALPHANUMERIC.remove(b'!').remove(b'#').remove(b'$').remove(b'&').remove(b'+').remove(b'-').remove(b'.')
-        .remove(b'^').remove(b'_').remove(b'`').remove(b'|').remove(b'~');
+const ATTR_CHAR: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'!')
+    .remove(b'#')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'+')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'^')
+    .remove(b'_')
+    .remove(b'`')
+    .remove(b'|')
+    .remove(b'~');
 
 /// `attachment; filename="ascii fallback"; filename*=UTF-8''percent-encoded`.
 ///

@@ -55,7 +55,8 @@ async fn download_file(
         .parse()
         .map_err(|_| ApiError::Internal("content hash is not a valid entity tag".into()))?;
     // HTTP dates have whole seconds; comparing at that precision is what clients can send back.
-    let modified = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(meta.upload_time.timestamp()).unwrap_or(0));
+    let modified =
+        SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(meta.upload_time.timestamp()).unwrap_or(0));
     let last_modified = LastModified::from(modified);
 
     let mut validators = HeaderMap::new();
@@ -95,15 +96,18 @@ async fn download_file(
         }
         Some([one]) => {
             res_headers.insert(header::CONTENT_TYPE, content_type);
-            res_headers.insert(header::CONTENT_RANGE, header_value(&format!("bytes {}-{}/{size}", one.start(), one.end())));
-            (StatusCode::PARTIAL_CONTENT, source.body(one.clone(), one.end() - one.start() + 1).await?, one.end() - one.start() + 1)
+            res_headers
+                .insert(header::CONTENT_RANGE, header_value(&format!("bytes {}-{}/{size}", one.start(), one.end())));
+            (
+                StatusCode::PARTIAL_CONTENT,
+                source.body(one.clone(), one.end() - one.start() + 1).await?,
+                one.end() - one.start() + 1,
+            )
         }
         Some(many) => {
             let boundary = boundary();
-            res_headers.insert(
-                header::CONTENT_TYPE,
-                header_value(&format!("multipart/byteranges; boundary={boundary}")),
-            );
+            res_headers
+                .insert(header::CONTENT_TYPE, header_value(&format!("multipart/byteranges; boundary={boundary}")));
             let (body, length) = source.multipart(many, &boundary, &meta.mime_type, size);
             (StatusCode::PARTIAL_CONTENT, body, length)
         }
@@ -130,7 +134,32 @@ fn typed_date<H: headers::Header>(headers: &HeaderMap) -> Option<H> {
     headers.typed_try_get::<H>().ok().flatten()
 }
 
+/// `*` alone, or a comma-separated list of `"tag"` / `W/"tag"` (RFC 9110 §13.1.1-2).
+/// The `headers` crate skips bad list members silently; a malformed condition is the client's error, so say so.
+fn check_entity_tag_list(headers: &HeaderMap, name: header::HeaderName) -> Result<(), ApiError> {
+    let malformed = || ApiError::BadRequest("invalid-header", format!("the {name} header is malformed"));
+    for value in headers.get_all(&name) {
+        let value = value.to_str().map_err(|_| malformed())?.trim();
+        if value == "*" {
+            continue;
+        }
+        for tag in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let opaque = tag.strip_prefix("W/").unwrap_or(tag);
+            let well_formed = opaque.len() >= 2
+                && opaque.starts_with('"')
+                && opaque.ends_with('"')
+                && !opaque[1..opaque.len() - 1].contains('"');
+            if !well_formed {
+                return Err(malformed());
+            }
+        }
+    }
+    Ok(())
+}
+
 fn evaluate_preconditions(headers: &HeaderMap, etag: &ETag, modified: SystemTime) -> Result<Precondition, ApiError> {
+    check_entity_tag_list(headers, header::IF_MATCH)?;
+    check_entity_tag_list(headers, header::IF_NONE_MATCH)?;
     if let Some(if_match) = typed::<IfMatch>(headers)? {
         if !if_match.precondition_passes(etag) {
             return Ok(Precondition::Failed);
@@ -192,7 +221,10 @@ fn boundary() -> String {
 /// Where the bytes come from: the `file:content` cache for small files, the blob store for the rest.
 enum Source {
     Memory(Bytes),
-    Store { state: AppState, hash: String },
+    Store {
+        state: AppState,
+        hash: String,
+    },
     /// HEAD: no bytes are needed.
     Nothing,
 }
@@ -272,7 +304,9 @@ impl Source {
                         async move {
                             let head = stream::once(async move { Ok::<_, std::io::Error>(head) });
                             match state.blobs.read(&hash, Some(*range.start()..range.end() + 1)).await {
-                                Ok(reader) => head.chain(ReaderStream::with_capacity(reader, STREAM_CHUNK)).left_stream(),
+                                Ok(reader) => {
+                                    head.chain(ReaderStream::with_capacity(reader, STREAM_CHUNK)).left_stream()
+                                }
                                 Err(e) => stream::once(async move { Err(std::io::Error::other(e)) }).right_stream(),
                             }
                         }

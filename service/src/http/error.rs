@@ -134,17 +134,13 @@ const MAX_FOREIGN_BODY: usize = 4096;
 
 /// Gives every error response the one JSON shape and logs server errors.
 pub(crate) async fn shape_errors(request: Request, next: Next) -> Response {
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let mut res = next.run(request).await;
     let status = res.status();
     let report = match res.extensions_mut().remove::<ErrorReport>() {
         Some(report) => report,
-        None if status.is_client_error() || status.is_server_error() => {
+        // A JSON body on an error status was written on purpose (readiness reports its checks): keep it.
+        None if (status.is_client_error() || status.is_server_error()) && !is_json(&res) => {
             let (parts, body) = res.into_parts();
             let text = axum::body::to_bytes(body, MAX_FOREIGN_BODY).await.unwrap_or_default();
             let text = String::from_utf8_lossy(&text).trim().to_owned();
@@ -162,6 +158,10 @@ pub(crate) async fn shape_errors(request: Request, next: Next) -> Response {
     headers.remove(header::CONTENT_LENGTH);
     *res.body_mut() = Body::from(body.to_string());
     res
+}
+
+fn is_json(res: &Response) -> bool {
+    res.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
 }
 
 /// A report for an error response that did not come from an [`ApiError`].

@@ -121,7 +121,8 @@ impl<'a> Intake<'a> {
         E: std::fmt::Display,
     {
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| ApiError::BadRequest("upload-interrupted", format!("reading the upload failed: {e}")))?;
+            let chunk = chunk
+                .map_err(|e| ApiError::BadRequest("upload-interrupted", format!("reading the upload failed: {e}")))?;
             self.push(chunk).await?;
         }
         Ok(())
@@ -137,7 +138,8 @@ impl<'a> Intake<'a> {
 
     /// Makes the bytes durable and returns them with their type; call after [`Intake::content_hash`].
     async fn finish(mut self) -> Result<(StoredBlob, String), ApiError> {
-        let mime = self.mime.take().ok_or_else(|| ApiError::Internal("upload finished before its type was known".into()))?;
+        let mime =
+            self.mime.take().ok_or_else(|| ApiError::Internal("upload finished before its type was known".into()))?;
         Ok((self.writer.finish().await?, mime))
     }
 }
@@ -156,7 +158,8 @@ fn parse_visibility(raw: &str) -> Result<Visibility, ApiError> {
 }
 
 fn file_name(raw: &str) -> Result<String, ApiError> {
-    sanitize_file_name(raw).ok_or_else(|| ApiError::BadRequest("invalid-name", "the file name is empty once sanitised".into()))
+    sanitize_file_name(raw)
+        .ok_or_else(|| ApiError::BadRequest("invalid-name", "the file name is empty once sanitised".into()))
 }
 
 async fn text_field(field: axum::extract::multipart::Field<'_>) -> Result<String, ApiError> {
@@ -165,7 +168,8 @@ async fn text_field(field: axum::extract::multipart::Field<'_>) -> Result<String
     if bytes.len() > MAX_TEXT_FIELD {
         return Err(ApiError::BadRequest("invalid-multipart", format!("field {name} is too long")));
     }
-    String::from_utf8(bytes.to_vec()).map_err(|_| ApiError::BadRequest("invalid-multipart", format!("field {name} is not UTF-8")))
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| ApiError::BadRequest("invalid-multipart", format!("field {name} is not UTF-8")))
 }
 
 /// Upload a file.
@@ -201,6 +205,9 @@ async fn upload_file(
     let mut tags = params.tags.as_deref().map(parse_tags).transpose()?.unwrap_or_default();
     let mut visibility = params.visibility.unwrap_or_default();
     let mut name = params.name.as_deref().map(file_name).transpose()?;
+    if !is_multipart && name.is_none() {
+        return Err(ApiError::BadRequest("invalid-name", "a file name is required (?name=)".into()));
+    }
     let mut intake = Intake::new(&state).await?;
 
     if is_multipart {
@@ -209,10 +216,8 @@ async fn upload_file(
             .map_err(|e| ApiError::BadRequest("invalid-multipart", e.body_text()))?;
         let mut saw_file = false;
         let mut text_bytes = 0usize;
-        while let Some(field) = multipart
-            .next_field()
-            .await
-            .map_err(|e| ApiError::BadRequest("invalid-multipart", e.body_text()))?
+        while let Some(field) =
+            multipart.next_field().await.map_err(|e| ApiError::BadRequest("invalid-multipart", e.body_text()))?
         {
             match field.name().unwrap_or_default() {
                 "file" if !saw_file => {
@@ -285,7 +290,11 @@ async fn upload_file(
 #[utoipa::path(get, path = "/api/v1/files/{id}", tag = "files",
     params(("id" = Uuid, Path, description = "file id")),
     responses((status = 200, body = FileMeta), (status = 404)))]
-async fn get_file(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> Result<Json<FileMeta>, ApiError> {
+async fn get_file(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<FileMeta>, ApiError> {
     Ok(Json(readable_file(&state, &caller, id).await?))
 }
 
@@ -327,7 +336,11 @@ async fn update_file(
 /// Move a file to the trash; `restore` brings it back.
 #[utoipa::path(delete, path = "/api/v1/files/{id}", tag = "files",
     params(("id" = Uuid, Path, description = "file id")), responses((status = 204), (status = 404)))]
-async fn delete_file(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> Result<StatusCode, ApiError> {
+async fn delete_file(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
     let current = writable_file(&state, &caller, id).await?;
     if current.deleted_at.is_some() {
         return Err(ApiError::file_not_found());
@@ -341,7 +354,11 @@ async fn delete_file(State(state): State<AppState>, caller: Caller, Path(id): Pa
 /// Bring a deleted file back.
 #[utoipa::path(post, path = "/api/v1/files/{id}/restore", tag = "files",
     params(("id" = Uuid, Path, description = "file id")), responses((status = 200, body = FileMeta), (status = 404)))]
-async fn restore_file(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> Result<Json<FileMeta>, ApiError> {
+async fn restore_file(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<Json<FileMeta>, ApiError> {
     let current = writable_file(&state, &caller, id).await?;
     if current.deleted_at.is_none() {
         return Err(ApiError::Conflict("file-not-deleted", "the file is not deleted".into()));
@@ -354,7 +371,11 @@ async fn restore_file(State(state): State<AppState>, caller: Caller, Path(id): P
 /// Remove a file for good (admin only); its bytes go when no other file shares them.
 #[utoipa::path(post, path = "/api/v1/files/{id}/purge", tag = "files",
     params(("id" = Uuid, Path, description = "file id")), responses((status = 204), (status = 403), (status = 404)))]
-async fn purge_file(State(state): State<AppState>, caller: Caller, Path(id): Path<Uuid>) -> Result<StatusCode, ApiError> {
+async fn purge_file(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
     if !caller.is_admin() {
         return Err(ApiError::Forbidden("purging files is for admins".into()));
     }
@@ -425,9 +446,16 @@ async fn list_files(
         .cursor
         .as_deref()
         .map(|c| Cursor::decode(c).filter(|c| c.sort == p.sort && c.order == p.order))
-        .map(|c| c.ok_or_else(|| ApiError::BadRequest("invalid-cursor", "the cursor is not valid for this listing".into())))
+        .map(|c| {
+            c.ok_or_else(|| ApiError::BadRequest("invalid-cursor", "the cursor is not valid for this listing".into()))
+        })
         .transpose()?;
-    let tag = p.tag.as_deref().map(|t| normalize_tags([t])).transpose().map_err(|m| ApiError::BadRequest("invalid-tags", m))?;
+    let tag = p
+        .tag
+        .as_deref()
+        .map(|t| normalize_tags([t]))
+        .transpose()
+        .map_err(|m| ApiError::BadRequest("invalid-tags", m))?;
     let query = FileQuery {
         owner_id,
         mime_prefix: p.mime.map(|m| m.to_ascii_lowercase()),

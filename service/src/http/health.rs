@@ -68,8 +68,5 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
 /// Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics", tag = "health", security(), responses((status = 200, content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))],
-        state.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], state.metrics.render())
 }

@@ -1,1 +1,8 @@
+//! Integration tests: the real application on a real port, on the embedded backend.
 
+mod content;
+mod files;
+mod helpers;
+mod ops;
+mod upload;
+mod users;

@@ -1,0 +1,173 @@
+//! Spawning the service for a test: its own data directory, port and admin key.
+
+use std::path::{Path, PathBuf};
+
+use filewallball::{Application, Config};
+use reqwest::{Client, RequestBuilder, Response};
+use serde_json::Value;
+
+pub(crate) struct TestApp {
+    pub(crate) address: String,
+    pub(crate) admin_key: String,
+    pub(crate) client: Client,
+    pub(crate) data_dir: tempfile::TempDir,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Starts the service with default configuration on a free port and a fresh data directory.
+pub(crate) async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Like [`spawn_app`], with the configuration adjusted first.
+pub(crate) async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    if std::env::var_os("TEST_LOG").is_some() {
+        filewallball::telemetry::init_tracing(&Config::default().log);
+    }
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Config::default();
+    config.server.bind = "127.0.0.1:0".parse().unwrap();
+    config.server.shutdown_timeout_secs = 5;
+    config.storage.data_dir = data_dir.path().to_owned();
+    adjust(&mut config);
+    let app = Application::build(config).await.expect("the application builds");
+    let admin = app.create_user("admin", "admin").await.expect("admin created");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    TestApp { address, admin_key: admin.key, client: Client::new(), data_dir, _stop: stop }
+}
+
+/// A user created through the API, with their key.
+pub(crate) struct TestUser {
+    pub(crate) id: String,
+    pub(crate) key: String,
+}
+
+impl TestApp {
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub(crate) fn get(&self, key: &str, path: &str) -> RequestBuilder {
+        self.client.get(self.url(path)).bearer_auth(key)
+    }
+
+    pub(crate) fn post(&self, key: &str, path: &str) -> RequestBuilder {
+        self.client.post(self.url(path)).bearer_auth(key)
+    }
+
+    pub(crate) async fn create_user(&self, name: &str) -> TestUser {
+        let user: Value = self
+            .post(&self.admin_key, "/api/v1/users")
+            .json(&serde_json::json!({"name": name}))
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = user["id"].as_str().unwrap().to_owned();
+        let key: Value = self
+            .post(&self.admin_key, &format!("/api/v1/users/{id}/keys"))
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        TestUser { id, key: key["secret"].as_str().unwrap().to_owned() }
+    }
+
+    /// Uploads `bytes` as a raw body named `name`; panics unless it is a 201.
+    pub(crate) async fn upload(&self, key: &str, name: &str, bytes: Vec<u8>) -> Value {
+        let res = self.upload_raw(key, name, bytes).await;
+        assert_eq!(res.status(), 201, "upload of {name}");
+        res.json().await.unwrap()
+    }
+
+    pub(crate) async fn upload_raw(&self, key: &str, name: &str, bytes: Vec<u8>) -> Response {
+        self.post(key, "/api/v1/files").query(&[("name", name)]).body(bytes).send().await.unwrap()
+    }
+
+    pub(crate) async fn download(&self, key: &str, id: &str) -> Response {
+        self.get(key, &format!("/api/v1/files/{id}/content")).send().await.unwrap()
+    }
+
+    pub(crate) async fn metrics(&self) -> String {
+        self.client.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap()
+    }
+
+    pub(crate) fn blob_dir(&self) -> PathBuf {
+        self.data_dir.path().join("blobs")
+    }
+
+    /// Stored blobs (files under the blob directory, temporary ones excluded).
+    pub(crate) fn stored_blobs(&self) -> usize {
+        files_under(&self.blob_dir()).into_iter().filter(|p| !is_temp(p)).count()
+    }
+
+    /// Temporary upload files in the blob directory.
+    pub(crate) fn temp_files(&self) -> usize {
+        files_under(&self.blob_dir()).into_iter().filter(|p| is_temp(p)).count()
+    }
+
+    /// Every file row of `key`'s owner, live or deleted.
+    pub(crate) async fn count_files(&self, key: &str) -> usize {
+        let mut n = 0;
+        for deleted in ["false", "true"] {
+            let page: Value = self
+                .get(key, "/api/v1/files")
+                .query(&[("deleted", deleted), ("limit", "1000")])
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            n += page["items"].as_array().unwrap().len();
+        }
+        n
+    }
+}
+
+fn is_temp(p: &Path) -> bool {
+    p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"))
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() { out.extend(files_under(&path)) } else { out.push(path) }
+    }
+    out
+}
+
+/// Deterministic pseudo-random bytes, so a test can regenerate what it sent.
+pub(crate) fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// The error code of a JSON error response.
+pub(crate) async fn error_code(res: Response) -> String {
+    let body: Value = res.json().await.expect("errors are JSON");
+    assert!(body["error"]["request_id"].as_str().is_some_and(|s| !s.is_empty()), "request_id in {body}");
+    assert!(body["error"]["message"].is_string(), "message in {body}");
+    body["error"]["code"].as_str().expect("a code").to_owned()
+}

@@ -1,0 +1,166 @@
+//! Health, metrics, OpenAPI, the error shape, the command line and shutdown.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::{error_code, spawn_app};
+
+#[tokio::test]
+async fn readiness_checks_database_cache_and_blob_store() {
+    let app = spawn_app().await;
+    let res = app.client.get(app.url("/health/ready")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    let names: Vec<&str> = body["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["database", "cache", "blob_store"]);
+    assert_eq!(app.client.get(app.url("/health/live")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn readiness_fails_when_the_blob_store_is_gone() {
+    let app = spawn_app().await;
+    std::fs::remove_dir_all(app.blob_dir()).unwrap();
+    let res = app.client.get(app.url("/health/ready")).send().await.unwrap();
+    assert_eq!(res.status(), 503);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["checks"][2]["ok"], false);
+}
+
+#[tokio::test]
+async fn request_latency_is_recorded_per_route_template() {
+    let app = spawn_app().await;
+    let meta = app.upload(&app.admin_key, "x", b"x".to_vec()).await;
+    app.get(&app.admin_key, &format!("/api/v1/files/{}", meta["id"].as_str().unwrap())).send().await.unwrap();
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(
+            r#"http_request_duration_seconds_count{method="GET",endpoint="/api/v1/files/{id}",status="200"} 1"#
+        ),
+        "{metrics}"
+    );
+    assert!(metrics.contains(
+        r#"http_request_duration_seconds_bucket{method="POST",endpoint="/api/v1/files",status="201",le="0.1"}"#
+    ));
+}
+
+#[tokio::test]
+async fn every_response_has_a_request_id_and_every_error_one_shape() {
+    let app = spawn_app().await;
+    let res = app.client.get(app.url("/health/live")).send().await.unwrap();
+    assert!(res.headers().contains_key("x-request-id"));
+
+    let res = app.get(&app.admin_key, "/no/such/route").send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    let id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "route-not-found");
+    assert_eq!(body["error"]["request_id"], id.as_str());
+
+    let res = app.client.put(app.url("/api/v1/files")).bearer_auth(&app.admin_key).send().await.unwrap();
+    assert_eq!(res.status(), 405);
+    assert_eq!(error_code(res).await, "method-not-allowed");
+
+    let res = app.get(&app.admin_key, "/api/v1/files/not-a-uuid").send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(error_code(res).await, "bad-request");
+
+    let res = app
+        .client
+        .patch(app.url("/api/v1/files/01890000-0000-7000-8000-000000000000"))
+        .bearer_auth(&app.admin_key)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    error_code(res).await;
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_the_routes() {
+    let app = spawn_app().await;
+    let doc: Value = app.client.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    for path in ["/api/v1/files", "/api/v1/files/{id}", "/api/v1/files/{id}/content", "/api/v1/users", "/health/ready"]
+    {
+        assert!(doc["paths"].get(path).is_some(), "{path} in the OpenAPI document");
+    }
+    assert!(doc["components"]["schemas"].get("FileMeta").is_some());
+}
+
+fn binary() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_filewallball"))
+}
+
+#[test]
+fn invalid_configuration_stops_startup_with_one_line_naming_the_key() {
+    let out = binary().env("FWB__UPLOAD__MAX_BYTES", "lots").arg("--print-config").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.to_lowercase().contains("upload.max_bytes"), "{stderr}");
+}
+
+#[test]
+fn print_config_merges_file_and_environment_and_masks_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fwb.toml");
+    std::fs::write(&file, "[upload]\nmax_bytes = 1234\n[database]\nurl = \"sqlite://hidden.db\"\n").unwrap();
+    let out = binary()
+        .args(["--config", file.to_str().unwrap(), "--print-config"])
+        .env("FWB__SERVER__BIND", "127.0.0.1:9999")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("max_bytes = 1234"), "{text}");
+    assert!(text.contains("bind = \"127.0.0.1:9999\""), "{text}");
+    assert!(!text.contains("hidden.db"), "{text}");
+}
+
+/// The whole operator path: create the first admin from the command line, serve, stop on SIGTERM.
+#[tokio::test]
+async fn the_binary_creates_an_admin_serves_with_its_key_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let out = binary()
+        .args(["admin", "create-user", "--name", "root", "--role", "admin"])
+        .env("FWB__STORAGE__DATA_DIR", data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let key = stdout.lines().find_map(|l| l.strip_prefix("api key (shown once): ")).expect(&stdout).to_owned();
+
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = binary()
+        .env("FWB__STORAGE__DATA_DIR", data)
+        .env("FWB__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/api/v1/users/me");
+    let mut me = None;
+    for _ in 0..100 {
+        if let Ok(res) = client.get(&url).bearer_auth(&key).send().await {
+            me = Some(res.json::<Value>().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let me = me.expect("the service answers");
+    assert_eq!(me["name"], "root");
+    assert_eq!(me["role"], "admin");
+
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+}

@@ -1,0 +1,77 @@
+//! Users and API keys.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{error_code, spawn_app};
+
+#[tokio::test]
+async fn every_api_call_needs_a_valid_key() {
+    let app = spawn_app().await;
+    let res = app.client.get(app.url("/api/v1/files")).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.headers()["www-authenticate"], "Bearer");
+    assert_eq!(error_code(res).await, "missing-api-key");
+    let res = app.get("fwb_not-a-real-key", "/api/v1/files").send().await.unwrap();
+    assert_eq!(error_code(res).await, "invalid-api-key");
+    let res = app.client.get(app.url("/api/v1/files")).header("authorization", "Basic abc").send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(error_code(res).await, "invalid-authorization");
+}
+
+#[tokio::test]
+async fn a_revoked_key_is_refused_at_once() {
+    let app = spawn_app().await;
+    let alice = app.create_user("alice").await;
+    let me: Value = app.get(&alice.key, "/api/v1/users/me").send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["name"], "alice");
+    assert_eq!(me["role"], "user");
+    let keys: Value =
+        app.get(&alice.key, &format!("/api/v1/users/{}/keys", alice.id)).send().await.unwrap().json().await.unwrap();
+    let key_id = keys[0]["id"].as_str().unwrap();
+    assert!(alice.key.starts_with(keys[0]["prefix"].as_str().unwrap()));
+    assert!(keys[0].get("secret").is_none());
+
+    let res = app
+        .client
+        .delete(app.url(&format!("/api/v1/users/{}/keys/{key_id}", alice.id)))
+        .bearer_auth(&app.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let res = app.get(&alice.key, "/api/v1/users/me").send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(error_code(res).await, "invalid-api-key");
+}
+
+#[tokio::test]
+async fn only_admins_manage_users() {
+    let app = spawn_app().await;
+    let alice = app.create_user("alice").await;
+    let res = app.post(&alice.key, "/api/v1/users").json(&json!({"name": "mallory"})).send().await.unwrap();
+    assert_eq!(res.status(), 403);
+    assert_eq!(error_code(res).await, "forbidden");
+    let res = app.post(&alice.key, &format!("/api/v1/users/{}/keys", alice.id)).send().await.unwrap();
+    assert_eq!(res.status(), 403);
+    let admin_id = {
+        let me: Value = app.get(&app.admin_key, "/api/v1/users/me").send().await.unwrap().json().await.unwrap();
+        me["id"].as_str().unwrap().to_owned()
+    };
+    let res = app.get(&alice.key, &format!("/api/v1/users/{admin_id}/keys")).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+}
+
+#[tokio::test]
+async fn user_names_are_unique_and_validated() {
+    let app = spawn_app().await;
+    app.create_user("alice").await;
+    let res = app.post(&app.admin_key, "/api/v1/users").json(&json!({"name": "alice"})).send().await.unwrap();
+    assert_eq!(res.status(), 409);
+    assert_eq!(error_code(res).await, "user-exists");
+    let res = app.post(&app.admin_key, "/api/v1/users").json(&json!({"name": "a b/c"})).send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    let res =
+        app.post(&app.admin_key, "/api/v1/users").json(&json!({"name": "x", "role": "root"})).send().await.unwrap();
+    assert_eq!(res.status(), 422);
+    error_code(res).await;
+}
