@@ -6,6 +6,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt};
+use metrics::Label;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -144,6 +145,19 @@ impl<'a> Intake<'a> {
     }
 }
 
+/// `file_upload_duration_seconds{file_type,size_class}`: the seed's upload latency, by top-level type and size.
+fn record_upload(state: &AppState, meta: &FileMeta, took: std::time::Duration) {
+    const MIB: i64 = 1024 * 1024;
+    let file_type = meta.mime_type.split('/').next().unwrap_or("other").to_owned();
+    let size_class = match meta.size {
+        s if s < MIB => "small",
+        s if s < 10 * MIB => "medium",
+        _ => "large",
+    };
+    let labels = vec![Label::new("file_type", file_type), Label::new("size_class", size_class)];
+    state.metrics.histogram("file_upload_duration_seconds", labels).record(took.as_secs_f64());
+}
+
 fn too_large(max: u64) -> ApiError {
     ApiError::PayloadTooLarge(format!("the file exceeds the limit of {max} bytes"))
 }
@@ -185,6 +199,7 @@ async fn upload_file(
     Query(params): Query<UploadParams>,
     request: Request,
 ) -> Result<(StatusCode, HeaderMap, Json<FileMeta>), ApiError> {
+    let started = std::time::Instant::now();
     let max = state.config.upload.max_bytes;
     let is_multipart = request
         .headers()
@@ -279,6 +294,7 @@ async fn upload_file(
         }
     };
     drop(_guard);
+    record_upload(&state, &meta, started.elapsed());
     let mut headers = HeaderMap::new();
     if let Ok(location) = HeaderValue::try_from(format!("/api/v1/files/{}", meta.id)) {
         headers.insert(header::LOCATION, location);
