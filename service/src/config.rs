@@ -60,13 +60,28 @@ pub struct DatabaseConfig {
     /// `sqlite://…` or `postgres://…`; empty means the SQLite file `<data_dir>/filewallball.db`.
     #[serde(serialize_with = "mask_secret")]
     pub url: SecretString,
-    pub max_connections: u32,
-    pub acquire_timeout_secs: u64,
+    /// Connections kept for steady load (the seed's `pool_size`; SQLite uses it as its whole pool).
+    pub pool_size: u32,
+    /// Extra connections allowed under bursts, closed again when idle (the seed's `max_overflow`).
+    pub max_overflow: u32,
+    /// How long a request waits for a connection before it is answered 503.
+    pub pool_timeout_secs: u64,
+    /// Connections older than this are replaced.
+    pub pool_recycle_secs: u64,
+    /// Check a connection is alive before handing it out.
+    pub pool_pre_ping: bool,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: SecretString::from(""), max_connections: 8, acquire_timeout_secs: 30 }
+        Self {
+            url: SecretString::from(""),
+            pool_size: 20,
+            max_overflow: 30,
+            pool_timeout_secs: 30,
+            pool_recycle_secs: 3600,
+            pool_pre_ping: true,
+        }
     }
 }
 
@@ -80,6 +95,11 @@ pub struct CacheConfig {
     pub namespace: String,
     /// Upper bound of the in-process cache, in bytes of cached values.
     pub memory_capacity_bytes: u64,
+    /// Longest wait for one Redis command before it counts as failed and the request goes to the database.
+    pub timeout_ms: u64,
+    /// Consecutive Redis failures that open the circuit (Redis is then not asked for `circuit_open_secs`).
+    pub circuit_failures: u32,
+    pub circuit_open_secs: u64,
 }
 
 impl Default for CacheConfig {
@@ -88,6 +108,9 @@ impl Default for CacheConfig {
             redis_url: SecretString::from(""),
             namespace: "fwb".to_owned(),
             memory_capacity_bytes: 256 * 1024 * 1024,
+            timeout_ms: 100,
+            circuit_failures: 5,
+            circuit_open_secs: 5,
         }
     }
 }
@@ -196,8 +219,11 @@ impl Config {
         if self.upload.max_bytes == 0 {
             return bad("upload.max_bytes", "must be greater than 0");
         }
-        if self.database.max_connections == 0 {
-            return bad("database.max_connections", "must be greater than 0");
+        if self.database.pool_size == 0 {
+            return bad("database.pool_size", "must be greater than 0");
+        }
+        if self.cache.timeout_ms == 0 {
+            return bad("cache.timeout_ms", "must be greater than 0");
         }
         if self.storage.data_dir.as_os_str().is_empty() {
             return bad("storage.data_dir", "must not be empty");
@@ -221,8 +247,8 @@ impl Config {
         Ok(())
     }
 
-    /// The SQLite URL to open: the configured one, or the file under the data directory.
-    pub fn sqlite_url(&self) -> String {
+    /// The database URL to open: the configured one, or the SQLite file under the data directory.
+    pub fn database_url(&self) -> String {
         let url = self.database.url.expose_secret();
         if url.is_empty() {
             format!("sqlite://{}", self.storage.data_dir.join("filewallball.db").display())
@@ -234,6 +260,17 @@ impl Config {
     /// The blob directory: the configured one, or `<data_dir>/blobs`.
     pub fn blob_dir(&self) -> PathBuf {
         if self.blob.dir.as_os_str().is_empty() { self.storage.data_dir.join("blobs") } else { self.blob.dir.clone() }
+    }
+
+    pub(crate) fn pool_settings(&self) -> crate::db::PoolSettings {
+        let db = &self.database;
+        crate::db::PoolSettings {
+            size: db.pool_size,
+            overflow: db.max_overflow,
+            timeout: Duration::from_secs(db.pool_timeout_secs),
+            recycle: Duration::from_secs(db.pool_recycle_secs),
+            pre_ping: db.pool_pre_ping,
+        }
     }
 
     pub fn shutdown_timeout(&self) -> Duration {
@@ -261,7 +298,7 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_embedded() {
         let config = Config::from_figment(Figment::from(Serialized::defaults(Config::default()))).unwrap();
-        assert!(config.sqlite_url().ends_with("data/filewallball.db"));
+        assert!(config.database_url().ends_with("data/filewallball.db"));
         assert_eq!(config.upload.max_bytes, 100 * 1024 * 1024);
     }
 

@@ -2,18 +2,20 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
+use secrecy::ExposeSecret as _;
 use tokio::net::TcpListener;
 
 use crate::auth::NewKey;
 use crate::blob::local::LocalStore;
-use crate::cache::Cache;
 use crate::cache::memory::MemoryCache;
+use crate::cache::redis::RedisCache;
+use crate::cache::{Cache, CacheBackend};
 use crate::config::Config;
-use crate::db::sqlite::SqliteStore;
-use crate::db::{MetaStore, NewUser};
+use crate::db::{self, MetaStore, NewUser};
 use crate::domain::Role;
 use crate::http::{self, AppContext, AppState, BlobLocks};
 use crate::telemetry::Metrics;
@@ -36,18 +38,26 @@ async fn open_context(config: Config) -> anyhow::Result<AppContext> {
     tokio::fs::create_dir_all(&config.storage.data_dir)
         .await
         .with_context(|| format!("creating data directory {}", config.storage.data_dir.display()))?;
-    let db = SqliteStore::connect(
-        &config.sqlite_url(),
-        config.database.max_connections,
-        std::time::Duration::from_secs(config.database.acquire_timeout_secs),
-    )
-    .await
-    .context("opening the metadata database")?;
+    let db =
+        db::connect(&config.database_url(), &config.pool_settings()).await.context("opening the metadata database")?;
     let blobs = LocalStore::open(config.blob_dir()).await.context("opening the blob directory")?;
     let metrics = Metrics::new();
-    let cache =
-        Cache::new(Arc::new(MemoryCache::new(config.cache.memory_capacity_bytes)), &config.cache.namespace, &metrics);
-    Ok(AppContext { db: Arc::new(db), blobs: Arc::new(blobs), cache, metrics, blob_locks: BlobLocks::new(), config })
+    let cache_config = &config.cache;
+    let backend: Arc<dyn CacheBackend> = if cache_config.redis_url.expose_secret().is_empty() {
+        Arc::new(MemoryCache::new(cache_config.memory_capacity_bytes))
+    } else {
+        Arc::new(
+            RedisCache::connect_lazy(
+                cache_config.redis_url.expose_secret(),
+                Duration::from_millis(cache_config.timeout_ms),
+                cache_config.circuit_failures,
+                Duration::from_secs(cache_config.circuit_open_secs),
+            )
+            .context("configuring the redis cache")?,
+        )
+    };
+    let cache = Cache::new(backend, &cache_config.namespace, &metrics);
+    Ok(AppContext { db, blobs: Arc::new(blobs), cache, metrics, blob_locks: BlobLocks::new(), config })
 }
 
 impl Application {
@@ -100,7 +110,25 @@ impl Application {
     }
 }
 
+/// How long administrative commands wait for a database that is still starting.
+const DATABASE_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits until the database answers (a PostgreSQL store connects and migrates in the background).
+async fn wait_for_database(db: &dyn MetaStore) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + DATABASE_WAIT;
+    loop {
+        match db.ping().await {
+            Ok(()) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(e).context("the database did not become ready within 30 s");
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 async fn create_user(db: &dyn MetaStore, name: &str, role: &str) -> anyhow::Result<CreatedUser> {
+    wait_for_database(db).await?;
     let role = Role::parse(role).with_context(|| format!("role must be admin or user, not {role:?}"))?;
     http::validate_user_name(name).map_err(|e| anyhow::anyhow!("{e}"))?;
     let user = db

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use metrics::{Counter, Histogram, Key, Label, Metadata, Recorder};
+use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use tracing_subscriber::EnvFilter;
 
@@ -47,6 +47,10 @@ impl Metrics {
 
     pub(crate) fn counter(&self, name: &'static str, labels: Vec<Label>) -> Counter {
         self.recorder.register_counter(&Key::from_parts(name, labels), &METADATA)
+    }
+
+    pub(crate) fn gauge(&self, name: &'static str, labels: Vec<Label>) -> Gauge {
+        self.recorder.register_gauge(&Key::from_parts(name, labels), &METADATA)
     }
 
     pub(crate) fn histogram(&self, name: &'static str, labels: Vec<Label>) -> Histogram {

@@ -5,22 +5,25 @@
 //! (and in `cache_errors_total`), a failed write or delete is logged and counted.
 
 pub(crate) mod memory;
+pub(crate) mod redis;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use metrics::{Counter, Label};
+use metrics::{Counter, Gauge, Label};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use crate::telemetry::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CacheError {
-    #[allow(dead_code, reason = "the in-process backend cannot fail; the Redis backend (next issue) reports here")]
     #[error("cache backend: {0}")]
     Backend(String),
 }
@@ -92,7 +95,14 @@ pub(crate) trait CacheBackend: Send + Sync + 'static {
 struct FamilyCounters {
     hits: Counter,
     misses: Counter,
+    /// Mirrors of the two counters (a `metrics` counter cannot be read back), for the ratio gauge.
+    hit_count: AtomicU64,
+    miss_count: AtomicU64,
+    ratio: Gauge,
 }
+
+/// One load in progress per key: concurrent misses wait for it instead of each reading the database.
+type InFlight = Mutex<HashMap<String, Arc<OnceCell<Option<Bytes>>>>>;
 
 /// The service's view of the cache; cheap to clone.
 #[derive(Clone)]
@@ -101,6 +111,7 @@ pub(crate) struct Cache {
     namespace: Arc<str>,
     counters: Arc<[FamilyCounters; 6]>,
     errors: Counter,
+    in_flight: Arc<InFlight>,
 }
 
 impl Cache {
@@ -108,12 +119,16 @@ impl Cache {
         let counters = Family::ALL.map(|f| FamilyCounters {
             hits: metrics.counter("cache_hits_total", vec![Label::new("cache_type", f.label())]),
             misses: metrics.counter("cache_misses_total", vec![Label::new("cache_type", f.label())]),
+            hit_count: AtomicU64::new(0),
+            miss_count: AtomicU64::new(0),
+            ratio: metrics.gauge("cache_hit_ratio", vec![Label::new("cache_type", f.label())]),
         });
         Self {
             backend,
             namespace: namespace.into(),
             counters: Arc::new(counters),
             errors: metrics.counter("cache_errors_total", Vec::new()),
+            in_flight: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -133,30 +148,76 @@ impl Cache {
         };
         let c = &self.counters[family.index()];
         if found.is_some() {
-            c.hits.increment(1)
+            c.hits.increment(1);
+            c.hit_count.fetch_add(1, Ordering::Relaxed);
         } else {
-            c.misses.increment(1)
+            c.misses.increment(1);
+            c.miss_count.fetch_add(1, Ordering::Relaxed);
         }
         found
+    }
+
+    /// Sets `cache_hit_ratio{cache_type}` from the hit and miss counts so far (families never looked up stay 0).
+    pub(crate) fn publish_hit_ratios(&self) {
+        for c in self.counters.iter() {
+            let hits = c.hit_count.load(Ordering::Relaxed) as f64;
+            let total = hits + c.miss_count.load(Ordering::Relaxed) as f64;
+            c.ratio.set(if total > 0.0 { hits / total } else { 0.0 });
+        }
+    }
+
+    /// The cached bytes of `family`/`id`, or what `load` returns, stored for next time.
+    /// Concurrent misses on one key share a single `load`: a hot key expiring does not stampede the database.
+    pub(crate) async fn get_or_load_bytes<E>(
+        &self,
+        family: Family,
+        id: &str,
+        load: impl AsyncFnOnce() -> Result<Option<Bytes>, E>,
+    ) -> Result<Option<Bytes>, E> {
+        if let Some(hit) = self.get_bytes(family, id).await {
+            return Ok(Some(hit));
+        }
+        let key = self.key(family, id);
+        let cell = {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            in_flight.entry(key.clone()).or_default().clone()
+        };
+        let result = cell
+            .get_or_try_init(async || {
+                let loaded = load().await?;
+                if let Some(bytes) = &loaded {
+                    self.set_bytes(family, id, bytes.clone()).await;
+                }
+                Ok(loaded)
+            })
+            .await
+            .cloned();
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if in_flight.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            in_flight.remove(&key);
+        }
+        result
+    }
+
+    /// [`Cache::get_or_load_bytes`] for a JSON value.
+    pub(crate) async fn get_or_load_json<T: Serialize + DeserializeOwned, E>(
+        &self,
+        family: Family,
+        id: &str,
+        load: impl AsyncFnOnce() -> Result<Option<T>, E>,
+    ) -> Result<Option<T>, E> {
+        let bytes = self
+            .get_or_load_bytes(family, id, async || {
+                Ok(load().await?.and_then(|v| serde_json::to_vec(&v).ok()).map(Bytes::from))
+            })
+            .await?;
+        Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
     }
 
     pub(crate) async fn set_bytes(&self, family: Family, id: &str, value: Bytes) {
         if let Err(e) = self.backend.set(&self.key(family, id), value, family.ttl()).await {
             self.errors.increment(1);
             tracing::warn!(error = %e, family = family.label(), "cache write failed");
-        }
-    }
-
-    /// A JSON value; an entry that no longer decodes (an older format) is a miss.
-    pub(crate) async fn get_json<T: DeserializeOwned>(&self, family: Family, id: &str) -> Option<T> {
-        let bytes = self.get_bytes(family, id).await?;
-        serde_json::from_slice(&bytes).ok()
-    }
-
-    pub(crate) async fn set_json<T: Serialize>(&self, family: Family, id: &str, value: &T) {
-        match serde_json::to_vec(value) {
-            Ok(json) => self.set_bytes(family, id, Bytes::from(json)).await,
-            Err(e) => tracing::warn!(error = %e, "cache value does not serialize"),
         }
     }
 
@@ -202,6 +263,25 @@ mod tests {
         let text = metrics.render();
         assert!(text.contains("cache_hits_total{cache_type=\"file_meta\"} 1"), "{text}");
         assert!(text.contains("cache_misses_total{cache_type=\"file_meta\"} 1"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_on_one_key_load_once() {
+        let metrics = Metrics::new();
+        let cache = Cache::new(Arc::new(memory::MemoryCache::new(1 << 20)), "t", &metrics);
+        let loads = AtomicU64::new(0);
+        let load = async || {
+            loads.fetch_add(1, Ordering::SeqCst);
+            // Stay in flight long enough for every other caller to arrive.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok::<_, std::convert::Infallible>(Some(Bytes::from_static(b"v")))
+        };
+        let calls = (0..100).map(|_| cache.get_or_load_bytes(Family::FileMeta, "hot", load));
+        let results = futures_util::future::join_all(calls).await;
+        assert!(results.iter().all(|r| r.as_ref().unwrap().as_deref() == Some(&b"v"[..])));
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+        cache.publish_hit_ratios();
+        assert!(metrics.render().contains("cache_hit_ratio{cache_type=\"file_meta\"} 0"));
     }
 
     #[tokio::test]

@@ -3,7 +3,11 @@
 //! [`MetaStore`] is the interface every backend implements (SQLite now, PostgreSQL next);
 //! the rest of the service only ever holds an `Arc<dyn MetaStore>`.
 
+pub(crate) mod postgres;
 pub(crate) mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -19,6 +23,9 @@ pub(crate) enum DbError {
     /// No connection could be had within the pool's timeout.
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
+    /// The database has not been reached (and migrated) since startup yet.
+    #[error("database not connected yet")]
+    NotReady,
     #[error("database error: {0}")]
     Other(#[source] sqlx::Error),
     #[error("migration failed: {0}")]
@@ -36,6 +43,25 @@ impl From<sqlx::Error> for DbError {
             }
             _ => DbError::Other(e),
         }
+    }
+}
+
+/// Pool sizing, from the seed: a base size, an overflow on top, a wait limit, a recycle age and a pre-ping.
+#[derive(Debug, Clone)]
+pub(crate) struct PoolSettings {
+    pub(crate) size: u32,
+    pub(crate) overflow: u32,
+    pub(crate) timeout: Duration,
+    pub(crate) recycle: Duration,
+    pub(crate) pre_ping: bool,
+}
+
+/// Opens the backend the URL names: `postgres://…` (connecting in the background) or `sqlite://…`.
+pub(crate) async fn connect(url: &str, settings: &PoolSettings) -> Result<Arc<dyn MetaStore>, DbError> {
+    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(Arc::new(postgres::PostgresStore::connect_lazy(url, settings)?))
+    } else {
+        Ok(Arc::new(sqlite::SqliteStore::connect(url, settings).await?))
     }
 }
 

@@ -9,7 +9,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{AssertSqlSafe, FromRow, QueryBuilder, Sqlite, SqlitePool};
 use uuid::Uuid;
 
-use super::{DbError, MetaStore, NewUser, Purged};
+use super::{DbError, MetaStore, NewUser, PoolSettings, Purged};
 use crate::domain::{
     ApiKey, CursorValue, FileMeta, FilePatch, FileQuery, NewFile, Role, SortKey, SortOrder, User, Visibility,
 };
@@ -20,7 +20,7 @@ pub(crate) struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if missing) the database file and runs the migrations.
-    pub(crate) async fn connect(url: &str, max_connections: u32, acquire_timeout: Duration) -> Result<Self, DbError> {
+    pub(crate) async fn connect(url: &str, settings: &PoolSettings) -> Result<Self, DbError> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -28,9 +28,10 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        // SQLite has one writer at a time; the base pool size is plenty of readers, overflow would only queue.
         let pool = SqlitePoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(acquire_timeout)
+            .max_connections(settings.size)
+            .acquire_timeout(settings.timeout)
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;

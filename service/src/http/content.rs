@@ -237,20 +237,21 @@ impl Source {
         if size > state.config.download.cache_max_bytes {
             return Ok(Source::Store { state: state.clone(), hash: meta.content_hash.clone() });
         }
-        let id = meta.id.to_string();
-        if let Some(bytes) = state.cache.get_bytes(Family::FileContent, &id).await
-            && bytes.len() as u64 == size
-        {
-            return Ok(Source::Memory(bytes));
-        }
-        let mut reader = state.blobs.read(&meta.content_hash, None).await?;
-        let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-        reader
-            .read_to_end(&mut buf)
-            .await
-            .map_err(|e| ApiError::Internal(format!("reading blob {}: {e}", meta.content_hash)))?;
-        let bytes = Bytes::from(buf);
-        state.cache.set_bytes(Family::FileContent, &id, bytes.clone()).await;
+        let hash = &meta.content_hash;
+        let bytes = state
+            .cache
+            .get_or_load_bytes(Family::FileContent, &meta.id.to_string(), async || {
+                let mut reader = state.blobs.read(hash, None).await?;
+                let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+                reader
+                    .read_to_end(&mut buf)
+                    .await
+                    .map_err(|e| ApiError::Internal(format!("reading blob {hash}: {e}")))?;
+                Ok::<_, ApiError>(Some(Bytes::from(buf)))
+            })
+            .await?
+            .filter(|b| b.len() as u64 == size)
+            .ok_or_else(|| ApiError::Internal(format!("blob {hash} does not have the recorded size")))?;
         Ok(Source::Memory(bytes))
     }
 

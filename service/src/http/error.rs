@@ -74,7 +74,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "file-too-large",
             ApiError::UnsupportedMediaType(_) => "file-type-denied",
             ApiError::RangeNotSatisfiable(_) => "range-not-satisfiable",
-            ApiError::Unavailable(_) => "service-unavailable",
+            ApiError::Unavailable(_) => "database-unavailable",
             ApiError::Internal(_) => "internal-error",
         }
     }
@@ -87,7 +87,9 @@ impl ApiError {
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
         match e {
-            DbError::Unavailable(_) => ApiError::Unavailable("the database is unavailable; try again".into()),
+            DbError::Unavailable(_) | DbError::NotReady => {
+                ApiError::Unavailable("the database is unavailable; try again".into())
+            }
             DbError::Conflict(constraint) => {
                 ApiError::Conflict("conflict", format!("the change conflicts with existing data ({constraint})"))
             }

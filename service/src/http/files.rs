@@ -48,14 +48,11 @@ pub(crate) struct UploadParams {
 /// Loads a file's metadata through `file:meta:{id}` and checks that the caller may read it.
 /// Someone else's private file and a deleted file are both "not found": their existence is not disclosed.
 pub(crate) async fn readable_file(state: &AppState, caller: &Caller, id: Uuid) -> Result<FileMeta, ApiError> {
-    let meta = match state.cache.get_json::<FileMeta>(Family::FileMeta, &id.to_string()).await {
-        Some(meta) => meta,
-        None => {
-            let meta = state.db.get_file(id).await?.ok_or_else(ApiError::file_not_found)?;
-            state.cache.set_json(Family::FileMeta, &id.to_string(), &meta).await;
-            meta
-        }
-    };
+    let meta = state
+        .cache
+        .get_or_load_json(Family::FileMeta, &id.to_string(), async || state.db.get_file(id).await)
+        .await?
+        .ok_or_else(ApiError::file_not_found)?;
     if meta.deleted_at.is_some() || !caller.can_read(&meta) {
         return Err(ApiError::file_not_found());
     }

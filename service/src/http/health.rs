@@ -48,7 +48,8 @@ async fn check<E: std::fmt::Display>(name: &'static str, f: impl Future<Output =
     }
 }
 
-/// The database, cache and blob store all answer; 503 otherwise.
+/// The database and blob store answer (503 otherwise). The cache is checked and reported too, but a cache
+/// outage only makes the instance `degraded`: requests still succeed without it, so it stays in rotation.
 #[utoipa::path(get, path = "/health/ready", tag = "health", security(),
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
@@ -57,16 +58,17 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
         check("cache", state.cache.ping()),
         check("blob_store", state.blobs.check()),
     );
-    let checks = vec![db, cache, blob];
-    if checks.iter().all(|c| c.ok) {
-        (StatusCode::OK, Json(Health { status: "ok", checks }))
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "unavailable", checks }))
-    }
+    let (status, code) = match (db.ok && blob.ok, cache.ok) {
+        (true, true) => ("ok", StatusCode::OK),
+        (true, false) => ("degraded", StatusCode::OK),
+        (false, _) => ("unavailable", StatusCode::SERVICE_UNAVAILABLE),
+    };
+    (code, Json(Health { status, checks: vec![db, cache, blob] }))
 }
 
 /// Prometheus text exposition.
 #[utoipa::path(get, path = "/metrics", tag = "health", security(), responses((status = 200, content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    state.cache.publish_hit_ratios();
     ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], state.metrics.render())
 }

@@ -3,7 +3,8 @@
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
-use crate::helpers::{TestApp, error_code, pattern, spawn_app};
+use crate::backends::on_both_backends;
+use crate::helpers::{Backend, TestApp, error_code, pattern, spawn_app};
 
 /// A file small enough for the content cache and one streamed from the blob store.
 const SIZES: [usize; 2] = [1000, 300_000];
@@ -18,9 +19,8 @@ async fn uploaded(app: &TestApp, size: usize) -> (String, Vec<u8>) {
     (meta["id"].as_str().unwrap().to_owned(), bytes)
 }
 
-#[tokio::test]
-async fn single_ranges_return_206_with_the_right_bytes() {
-    let app = spawn_app().await;
+async fn single_ranges_return_206_with_the_right_bytes(b: Backend) {
+    let app = spawn_app(&b).await;
     for size in SIZES {
         let (id, bytes) = uploaded(&app, size).await;
         let cases = [
@@ -46,9 +46,8 @@ async fn single_ranges_return_206_with_the_right_bytes() {
     }
 }
 
-#[tokio::test]
-async fn several_ranges_return_multipart_byteranges() {
-    let app = spawn_app().await;
+async fn several_ranges_return_multipart_byteranges(b: Backend) {
+    let app = spawn_app(&b).await;
     for size in SIZES {
         let (id, bytes) = uploaded(&app, size).await;
         let res = get_range(&app, &id, "bytes=0-9, 20-29, -5").await;
@@ -95,9 +94,8 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-#[tokio::test]
-async fn unsatisfiable_and_malformed_ranges_are_416_with_the_length() {
-    let app = spawn_app().await;
+async fn unsatisfiable_and_malformed_ranges_are_416_with_the_length(b: Backend) {
+    let app = spawn_app(&b).await;
     let (id, _) = uploaded(&app, 1000).await;
     // One overlap is tolerated (and served); several overlapping ranges look abusive and are refused.
     let overlapping = "bytes=0-10,5-20,8-30";
@@ -109,9 +107,8 @@ async fn unsatisfiable_and_malformed_ranges_are_416_with_the_length() {
     }
 }
 
-#[tokio::test]
-async fn a_range_in_another_unit_is_ignored() {
-    let app = spawn_app().await;
+async fn a_range_in_another_unit_is_ignored(b: Backend) {
+    let app = spawn_app(&b).await;
     let (id, bytes) = uploaded(&app, 1000).await;
     let res = get_range(&app, &id, "items=0-5").await;
     assert_eq!(res.status(), 200);
@@ -132,9 +129,8 @@ async fn conditional(app: &TestApp, id: &str, headers: &[(&str, &str)]) -> reqwe
     req.send().await.unwrap()
 }
 
-#[tokio::test]
-async fn validators_are_a_strong_etag_from_the_hash_and_last_modified() {
-    let app = spawn_app().await;
+async fn validators_are_a_strong_etag_from_the_hash_and_last_modified(b: Backend) {
+    let app = spawn_app(&b).await;
     let meta = app.upload(&app.admin_key, "v.bin", pattern(2000, 9)).await;
     let h = validators(&app, meta["id"].as_str().unwrap()).await;
     assert_eq!(h["etag"], format!("\"{}\"", meta["content_hash"].as_str().unwrap()).as_str());
@@ -142,9 +138,8 @@ async fn validators_are_a_strong_etag_from_the_hash_and_last_modified() {
     assert_eq!(h["accept-ranges"], "bytes");
 }
 
-#[tokio::test]
-async fn conditional_requests_answer_304_and_412() {
-    let app = spawn_app().await;
+async fn conditional_requests_answer_304_and_412(b: Backend) {
+    let app = spawn_app(&b).await;
     for size in SIZES {
         let (id, bytes) = uploaded(&app, size).await;
         let h = validators(&app, &id).await;
@@ -186,9 +181,8 @@ async fn conditional_requests_answer_304_and_412() {
     }
 }
 
-#[tokio::test]
-async fn a_malformed_entity_tag_header_is_a_400() {
-    let app = spawn_app().await;
+async fn a_malformed_entity_tag_header_is_a_400(b: Backend) {
+    let app = spawn_app(&b).await;
     let (id, _) = uploaded(&app, 100).await;
     for (name, value) in [("if-none-match", "no-quotes"), ("if-match", "\"a\", *"), ("if-none-match", "\"open")] {
         let res = conditional(&app, &id, &[(name, value)]).await;
@@ -199,9 +193,8 @@ async fn a_malformed_entity_tag_header_is_a_400() {
     assert_eq!(conditional(&app, &id, &[("if-modified-since", "yesterday")]).await.status(), 200);
 }
 
-#[tokio::test]
-async fn head_gives_the_headers_without_the_body() {
-    let app = spawn_app().await;
+async fn head_gives_the_headers_without_the_body(b: Backend) {
+    let app = spawn_app(&b).await;
     for size in SIZES {
         let (id, _) = uploaded(&app, size).await;
         let res = app
@@ -224,9 +217,8 @@ async fn disposition_of(app: &TestApp, raw_name: &str) -> String {
     res.headers()["content-disposition"].to_str().unwrap().to_owned()
 }
 
-#[tokio::test]
-async fn hostile_and_non_ascii_names_are_safe_in_content_disposition() {
-    let app = spawn_app().await;
+async fn hostile_and_non_ascii_names_are_safe_in_content_disposition(b: Backend) {
+    let app = spawn_app(&b).await;
     assert_eq!(
         disposition_of(&app, "../../etc/passwd").await,
         "attachment; filename=\"passwd\"; filename*=UTF-8''passwd"
@@ -245,12 +237,24 @@ async fn hostile_and_non_ascii_names_are_safe_in_content_disposition() {
     );
 }
 
-#[tokio::test]
-async fn a_small_file_is_served_from_the_content_cache_on_the_second_read() {
-    let app = spawn_app().await;
+async fn a_small_file_is_served_from_the_content_cache_on_the_second_read(b: Backend) {
+    let app = spawn_app(&b).await;
     let (id, bytes) = uploaded(&app, 1000).await;
     assert_eq!(app.download(&app.admin_key, &id).await.bytes().await.unwrap(), bytes);
     assert!(app.metrics().await.contains("cache_hits_total{cache_type=\"file_content\"} 0"));
     assert_eq!(app.download(&app.admin_key, &id).await.bytes().await.unwrap(), bytes);
     assert!(app.metrics().await.contains("cache_hits_total{cache_type=\"file_content\"} 1"));
 }
+
+on_both_backends!(
+    single_ranges_return_206_with_the_right_bytes,
+    several_ranges_return_multipart_byteranges,
+    unsatisfiable_and_malformed_ranges_are_416_with_the_length,
+    a_range_in_another_unit_is_ignored,
+    validators_are_a_strong_etag_from_the_hash_and_last_modified,
+    conditional_requests_answer_304_and_412,
+    a_malformed_entity_tag_header_is_a_400,
+    head_gives_the_headers_without_the_body,
+    hostile_and_non_ascii_names_are_safe_in_content_disposition,
+    a_small_file_is_served_from_the_content_cache_on_the_second_read,
+);

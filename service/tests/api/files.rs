@@ -4,11 +4,11 @@ use std::collections::HashSet;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, error_code, pattern, spawn_app};
+use crate::backends::on_both_backends;
+use crate::helpers::{Backend, TestApp, error_code, pattern, spawn_app};
 
-#[tokio::test]
-async fn the_second_metadata_read_is_a_cache_hit() {
-    let app = spawn_app().await;
+async fn the_second_metadata_read_is_a_cache_hit(b: Backend) {
+    let app = spawn_app(&b).await;
     let meta = app.upload(&app.admin_key, "m.txt", b"metadata".to_vec()).await;
     let path = format!("/api/v1/files/{}", meta["id"].as_str().unwrap());
     let first: Value = app.get(&app.admin_key, &path).send().await.unwrap().json().await.unwrap();
@@ -23,9 +23,8 @@ async fn the_second_metadata_read_is_a_cache_hit() {
     assert!(metrics.contains("cache_misses_total{cache_type=\"file_meta\"} 1"), "{metrics}");
 }
 
-#[tokio::test]
-async fn a_change_is_seen_at_once_despite_the_cache() {
-    let app = spawn_app().await;
+async fn a_change_is_seen_at_once_despite_the_cache(b: Backend) {
+    let app = spawn_app(&b).await;
     let meta = app.upload(&app.admin_key, "old.txt", b"x".to_vec()).await;
     let path = format!("/api/v1/files/{}", meta["id"].as_str().unwrap());
     app.get(&app.admin_key, &path).send().await.unwrap(); // now cached
@@ -44,9 +43,8 @@ async fn a_change_is_seen_at_once_despite_the_cache() {
     assert_eq!(got["visibility"], "public");
 }
 
-#[tokio::test]
-async fn another_users_private_file_is_not_found_and_a_public_one_is_read_only() {
-    let app = spawn_app().await;
+async fn another_users_private_file_is_not_found_and_a_public_one_is_read_only(b: Backend) {
+    let app = spawn_app(&b).await;
     let alice = app.create_user("alice").await;
     let bob = app.create_user("bob").await;
     let private = app.upload(&alice.key, "secret.txt", b"alice's".to_vec()).await;
@@ -86,9 +84,8 @@ async fn another_users_private_file_is_not_found_and_a_public_one_is_read_only()
     assert_eq!(page["items"], json!([]));
 }
 
-#[tokio::test]
-async fn delete_hides_a_file_and_restore_brings_it_back() {
-    let app = spawn_app().await;
+async fn delete_hides_a_file_and_restore_brings_it_back(b: Backend) {
+    let app = spawn_app(&b).await;
     let meta = app.upload(&app.admin_key, "d.txt", b"bye".to_vec()).await;
     let id = meta["id"].as_str().unwrap();
     let path = format!("/api/v1/files/{id}");
@@ -108,9 +105,8 @@ async fn delete_hides_a_file_and_restore_brings_it_back() {
     assert_eq!(res.status(), 409);
 }
 
-#[tokio::test]
-async fn purge_is_for_admins_only() {
-    let app = spawn_app().await;
+async fn purge_is_for_admins_only(b: Backend) {
+    let app = spawn_app(&b).await;
     let alice = app.create_user("alice").await;
     let meta = app.upload(&alice.key, "p.txt", b"p".to_vec()).await;
     let res =
@@ -139,9 +135,8 @@ async fn walk(app: &TestApp, key: &str, query: &[(&str, &str)], mut between_page
     }
 }
 
-#[tokio::test]
-async fn pagination_walks_every_file_exactly_once_even_with_concurrent_inserts() {
-    let app = spawn_app().await;
+async fn pagination_walks_every_file_exactly_once_even_with_concurrent_inserts(b: Backend) {
+    let app = spawn_app(&b).await;
     let mut ids = HashSet::new();
     for i in 0..23 {
         // Sizes and names repeat, so ties must be broken by id.
@@ -189,9 +184,8 @@ async fn pagination_walks_every_file_exactly_once_even_with_concurrent_inserts()
     }
 }
 
-#[tokio::test]
-async fn listing_filters_by_type_tag_size_and_date() {
-    let app = spawn_app().await;
+async fn listing_filters_by_type_tag_size_and_date(b: Backend) {
+    let app = spawn_app(&b).await;
     let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0".to_vec();
     let image = app.upload(&app.admin_key, "i.png", png).await;
     let text = app.upload(&app.admin_key, "t.txt", b"some text here".to_vec()).await;
@@ -218,12 +212,22 @@ async fn listing_filters_by_type_tag_size_and_date() {
     let _ = image;
 }
 
-#[tokio::test]
-async fn bad_listing_parameters_are_400s() {
-    let app = spawn_app().await;
+async fn bad_listing_parameters_are_400s(b: Backend) {
+    let app = spawn_app(&b).await;
     for q in ["limit=0", "limit=5000", "cursor=garbage", "sort=colour", "from=yesterday", "min_size=big"] {
         let res = app.get(&app.admin_key, &format!("/api/v1/files?{q}")).send().await.unwrap();
         assert_eq!(res.status(), 400, "{q}");
         error_code(res).await;
     }
 }
+
+on_both_backends!(
+    the_second_metadata_read_is_a_cache_hit,
+    a_change_is_seen_at_once_despite_the_cache,
+    another_users_private_file_is_not_found_and_a_public_one_is_read_only,
+    delete_hides_a_file_and_restore_brings_it_back,
+    purge_is_for_admins_only,
+    pagination_walks_every_file_exactly_once_even_with_concurrent_inserts,
+    listing_filters_by_type_tag_size_and_date,
+    bad_listing_parameters_are_400s,
+);

@@ -1,26 +1,33 @@
-//! Spawning the service for a test: its own data directory, port and admin key.
+//! Spawning the service for a test: its own data directory, port, admin key and — on the Postgres+Redis
+//! backend — its own database (created and dropped) and Redis key prefix, so tests run in parallel.
 
 use std::path::{Path, PathBuf};
 
 use filewallball::{Application, Config};
 use reqwest::{Client, RequestBuilder, Response};
+use secrecy::SecretString;
 use serde_json::Value;
+
+pub(crate) use crate::backends::Backend;
 
 pub(crate) struct TestApp {
     pub(crate) address: String,
     pub(crate) admin_key: String,
     pub(crate) client: Client,
     pub(crate) data_dir: tempfile::TempDir,
+    _database: Option<crate::backends::TestDatabase>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 /// Starts the service with default configuration on a free port and a fresh data directory.
-pub(crate) async fn spawn_app() -> TestApp {
-    spawn_app_with(|_| {}).await
+pub(crate) async fn spawn_app(backend: &Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
 }
 
-/// Like [`spawn_app`], with the configuration adjusted first.
-pub(crate) async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+/// A configuration for `backend` with a fresh data directory (and database); the guard drops the database.
+pub(crate) async fn test_config(
+    backend: &Backend,
+) -> (Config, tempfile::TempDir, Option<crate::backends::TestDatabase>) {
     if std::env::var_os("TEST_LOG").is_some() {
         filewallball::telemetry::init_tracing(&Config::default().log);
     }
@@ -29,7 +36,35 @@ pub(crate) async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp 
     config.server.bind = "127.0.0.1:0".parse().unwrap();
     config.server.shutdown_timeout_secs = 5;
     config.storage.data_dir = data_dir.path().to_owned();
+    let database = match backend {
+        Backend::Embedded => None,
+        Backend::PostgresRedis(services) => {
+            let database = services.create_database().await;
+            config.database.url = SecretString::from(database.url.clone());
+            // Tests run side by side on one server: keep each pool small.
+            config.database.pool_size = 3;
+            config.database.max_overflow = 2;
+            config.cache.redis_url = SecretString::from(services.redis_url.clone());
+            config.cache.namespace = format!("fwbtest-{}", uuid::Uuid::now_v7().simple());
+            Some(database)
+        }
+    };
+    (config, data_dir, database)
+}
+
+/// Like [`spawn_app`], with the configuration adjusted first.
+pub(crate) async fn spawn_app_with(backend: &Backend, adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let (mut config, data_dir, database) = test_config(backend).await;
     adjust(&mut config);
+    spawn_configured(config, data_dir, database).await
+}
+
+/// Starts the service with exactly this configuration and creates its admin.
+pub(crate) async fn spawn_configured(
+    config: Config,
+    data_dir: tempfile::TempDir,
+    database: Option<crate::backends::TestDatabase>,
+) -> TestApp {
     let app = Application::build(config).await.expect("the application builds");
     let admin = app.create_user("admin", "admin").await.expect("admin created");
     let address = format!("http://127.0.0.1:{}", app.port());
@@ -37,7 +72,7 @@ pub(crate) async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp 
     tokio::spawn(app.run_until_stopped(async move {
         let _ = stopped.await;
     }));
-    TestApp { address, admin_key: admin.key, client: Client::new(), data_dir, _stop: stop }
+    TestApp { address, admin_key: admin.key, client: Client::new(), data_dir, _database: database, _stop: stop }
 }
 
 /// A user created through the API, with their key.

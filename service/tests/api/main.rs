@@ -1,6 +1,8 @@
 //! Integration tests: the real application on a real port, on the embedded backend.
 
+mod backends;
 mod content;
+mod faults;
 mod files;
 mod helpers;
 mod ops;

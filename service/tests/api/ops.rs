@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{error_code, spawn_app};
+use crate::backends::on_both_backends;
+use crate::helpers::{Backend, error_code, spawn_app};
 
-#[tokio::test]
-async fn readiness_checks_database_cache_and_blob_store() {
-    let app = spawn_app().await;
+async fn readiness_checks_database_cache_and_blob_store(b: Backend) {
+    let app = spawn_app(&b).await;
     let res = app.client.get(app.url("/health/ready")).send().await.unwrap();
     assert_eq!(res.status(), 200);
     let body: Value = res.json().await.unwrap();
@@ -18,9 +18,8 @@ async fn readiness_checks_database_cache_and_blob_store() {
     assert_eq!(app.client.get(app.url("/health/live")).send().await.unwrap().status(), 200);
 }
 
-#[tokio::test]
-async fn readiness_fails_when_the_blob_store_is_gone() {
-    let app = spawn_app().await;
+async fn readiness_fails_when_the_blob_store_is_gone(b: Backend) {
+    let app = spawn_app(&b).await;
     std::fs::remove_dir_all(app.blob_dir()).unwrap();
     let res = app.client.get(app.url("/health/ready")).send().await.unwrap();
     assert_eq!(res.status(), 503);
@@ -28,9 +27,8 @@ async fn readiness_fails_when_the_blob_store_is_gone() {
     assert_eq!(body["checks"][2]["ok"], false);
 }
 
-#[tokio::test]
-async fn request_latency_is_recorded_per_route_template() {
-    let app = spawn_app().await;
+async fn request_latency_is_recorded_per_route_template(b: Backend) {
+    let app = spawn_app(&b).await;
     let meta = app.upload(&app.admin_key, "x", b"x".to_vec()).await;
     app.get(&app.admin_key, &format!("/api/v1/files/{}", meta["id"].as_str().unwrap())).send().await.unwrap();
     let metrics = app.metrics().await;
@@ -45,9 +43,8 @@ async fn request_latency_is_recorded_per_route_template() {
     ));
 }
 
-#[tokio::test]
-async fn every_response_has_a_request_id_and_every_error_one_shape() {
-    let app = spawn_app().await;
+async fn every_response_has_a_request_id_and_every_error_one_shape(b: Backend) {
+    let app = spawn_app(&b).await;
     let res = app.client.get(app.url("/health/live")).send().await.unwrap();
     assert!(res.headers().contains_key("x-request-id"));
 
@@ -79,9 +76,8 @@ async fn every_response_has_a_request_id_and_every_error_one_shape() {
     error_code(res).await;
 }
 
-#[tokio::test]
-async fn the_openapi_document_lists_the_routes() {
-    let app = spawn_app().await;
+async fn the_openapi_document_lists_the_routes(b: Backend) {
+    let app = spawn_app(&b).await;
     let doc: Value = app.client.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
     for path in ["/api/v1/files", "/api/v1/files/{id}", "/api/v1/files/{id}/content", "/api/v1/users", "/health/ready"]
     {
@@ -164,3 +160,11 @@ async fn the_binary_creates_an_admin_serves_with_its_key_and_stops_on_sigterm() 
     let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
     assert!(status.success(), "exit status after SIGTERM: {status}");
 }
+
+on_both_backends!(
+    readiness_checks_database_cache_and_blob_store,
+    readiness_fails_when_the_blob_store_is_gone,
+    request_latency_is_recorded_per_route_template,
+    every_response_has_a_request_id_and_every_error_one_shape,
+    the_openapi_document_lists_the_routes,
+);

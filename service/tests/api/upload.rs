@@ -8,11 +8,11 @@ use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
-use crate::helpers::{error_code, pattern, spawn_app, spawn_app_with};
+use crate::backends::on_both_backends;
+use crate::helpers::{Backend, error_code, pattern, spawn_app, spawn_app_with};
 
-#[tokio::test]
-async fn raw_upload_then_download_returns_identical_bytes() {
-    let app = spawn_app().await;
+async fn raw_upload_then_download_returns_identical_bytes(b: Backend) {
+    let app = spawn_app(&b).await;
     let bytes = pattern(300_000, 1);
     let meta = app.upload(&app.admin_key, "data.bin", bytes.clone()).await;
     assert_eq!(meta["size"], 300_000);
@@ -23,9 +23,8 @@ async fn raw_upload_then_download_returns_identical_bytes() {
     assert_eq!(res.bytes().await.unwrap(), bytes);
 }
 
-#[tokio::test]
-async fn multipart_upload_keeps_bytes_tags_and_visibility() {
-    let app = spawn_app().await;
+async fn multipart_upload_keeps_bytes_tags_and_visibility(b: Backend) {
+    let app = spawn_app(&b).await;
     let bytes = pattern(50_000, 2);
     let form = Form::new()
         .text("tags", "Report, q3,report")
@@ -42,9 +41,8 @@ async fn multipart_upload_keeps_bytes_tags_and_visibility() {
     assert_eq!(got, bytes);
 }
 
-#[tokio::test]
-async fn content_type_comes_from_the_bytes_not_the_client() {
-    let app = spawn_app().await;
+async fn content_type_comes_from_the_bytes_not_the_client(b: Backend) {
+    let app = spawn_app(&b).await;
     let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0".to_vec();
     let res = app
         .post(&app.admin_key, "/api/v1/files")
@@ -61,9 +59,8 @@ async fn content_type_comes_from_the_bytes_not_the_client() {
     assert_eq!(res.headers()["x-content-type-options"], "nosniff");
 }
 
-#[tokio::test]
-async fn an_executable_is_refused_with_415_and_leaves_nothing() {
-    let app = spawn_app().await;
+async fn an_executable_is_refused_with_415_and_leaves_nothing(b: Backend) {
+    let app = spawn_app(&b).await;
     let mut elf = b"\x7fELF\x02\x01\x01".to_vec();
     elf.resize(20_000, 7);
     let res = app.upload_raw(&app.admin_key, "tool", elf).await;
@@ -74,10 +71,9 @@ async fn an_executable_is_refused_with_415_and_leaves_nothing() {
     assert_eq!(app.count_files(&app.admin_key).await, 0);
 }
 
-#[tokio::test]
-async fn a_streamed_200_mib_body_round_trips() {
+async fn a_streamed_200_mib_body_round_trips(b: Backend) {
     const MIB: usize = 1024 * 1024;
-    let app = spawn_app_with(|c| c.upload.max_bytes = 256 * MIB as u64).await;
+    let app = spawn_app_with(&b, |c| c.upload.max_bytes = 256 * MIB as u64).await;
     // 200 chunks of 1 MiB, generated as they are sent: the client never holds the whole body either.
     let chunks = (0..200u64).map(|i| Ok::<_, std::io::Error>(Bytes::from(pattern(MIB, i))));
     let mut expected = blake3::Hasher::new();
@@ -109,9 +105,8 @@ async fn a_streamed_200_mib_body_round_trips() {
     assert_eq!(got.finalize().to_hex().as_str(), meta["content_hash"].as_str().unwrap());
 }
 
-#[tokio::test]
-async fn an_upload_declared_over_the_limit_is_413_and_leaves_nothing() {
-    let app = spawn_app_with(|c| c.upload.max_bytes = 1024 * 1024).await;
+async fn an_upload_declared_over_the_limit_is_413_and_leaves_nothing(b: Backend) {
+    let app = spawn_app_with(&b, |c| c.upload.max_bytes = 1024 * 1024).await;
     let res = app.upload_raw(&app.admin_key, "big.bin", pattern(1024 * 1024 + 1, 3)).await;
     assert_eq!(res.status(), 413);
     assert_eq!(error_code(res).await, "file-too-large");
@@ -119,9 +114,8 @@ async fn an_upload_declared_over_the_limit_is_413_and_leaves_nothing() {
     assert_eq!(app.count_files(&app.admin_key).await, 0);
 }
 
-#[tokio::test]
-async fn a_chunked_upload_over_the_limit_is_413_and_leaves_nothing() {
-    let app = spawn_app_with(|c| c.upload.max_bytes = 1024 * 1024).await;
+async fn a_chunked_upload_over_the_limit_is_413_and_leaves_nothing(b: Backend) {
+    let app = spawn_app_with(&b, |c| c.upload.max_bytes = 1024 * 1024).await;
     // No Content-Length: the limit can only be seen while counting bytes.
     let chunks = (0..3u64).map(|i| Ok::<_, std::io::Error>(Bytes::from(pattern(512 * 1024, i))));
     let res = app
@@ -136,9 +130,8 @@ async fn a_chunked_upload_over_the_limit_is_413_and_leaves_nothing() {
     assert_eq!(app.count_files(&app.admin_key).await, 0);
 }
 
-#[tokio::test]
-async fn a_multipart_file_over_the_limit_is_413_and_leaves_nothing() {
-    let app = spawn_app_with(|c| c.upload.max_bytes = 100_000).await;
+async fn a_multipart_file_over_the_limit_is_413_and_leaves_nothing(b: Backend) {
+    let app = spawn_app_with(&b, |c| c.upload.max_bytes = 100_000).await;
     let form = Form::new().part("file", Part::bytes(pattern(150_000, 4)).file_name("x.bin"));
     let res = app.post(&app.admin_key, "/api/v1/files").multipart(form).send().await.unwrap();
     assert_eq!(res.status(), 413);
@@ -146,9 +139,8 @@ async fn a_multipart_file_over_the_limit_is_413_and_leaves_nothing() {
     assert_eq!(app.count_files(&app.admin_key).await, 0);
 }
 
-#[tokio::test]
-async fn an_aborted_upload_leaves_no_file_and_no_row() {
-    let app = spawn_app().await;
+async fn an_aborted_upload_leaves_no_file_and_no_row(b: Backend) {
+    let app = spawn_app(&b).await;
     let port = app.address.rsplit(':').next().unwrap();
     let mut tcp = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}")).await.unwrap();
     let head = format!(
@@ -179,9 +171,8 @@ async fn wait_until(mut condition: impl FnMut() -> bool) {
     panic!("condition not reached within 10 s");
 }
 
-#[tokio::test]
-async fn identical_uploads_share_one_blob_until_the_last_is_purged() {
-    let app = spawn_app().await;
+async fn identical_uploads_share_one_blob_until_the_last_is_purged(b: Backend) {
+    let app = spawn_app(&b).await;
     let bytes = pattern(10_000, 6);
     let a = app.upload(&app.admin_key, "a.bin", bytes.clone()).await;
     let b = app.upload(&app.admin_key, "b.bin", bytes.clone()).await;
@@ -200,9 +191,8 @@ async fn identical_uploads_share_one_blob_until_the_last_is_purged() {
     assert_eq!(app.stored_blobs(), 0);
 }
 
-#[tokio::test]
-async fn an_empty_file_is_stored_and_served() {
-    let app = spawn_app().await;
+async fn an_empty_file_is_stored_and_served(b: Backend) {
+    let app = spawn_app(&b).await;
     let meta = app.upload(&app.admin_key, "empty", Vec::new()).await;
     assert_eq!(meta["size"], 0);
     let res = app.download(&app.admin_key, meta["id"].as_str().unwrap()).await;
@@ -210,9 +200,8 @@ async fn an_empty_file_is_stored_and_served() {
     assert!(res.bytes().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn an_upload_without_a_name_is_a_400() {
-    let app = spawn_app().await;
+async fn an_upload_without_a_name_is_a_400(b: Backend) {
+    let app = spawn_app(&b).await;
     let res = app.post(&app.admin_key, "/api/v1/files").body("x").send().await.unwrap();
     assert_eq!(res.status(), 400);
     assert_eq!(error_code(res).await, "invalid-name");
@@ -220,3 +209,18 @@ async fn an_upload_without_a_name_is_a_400() {
     assert_eq!(error_code(res).await, "invalid-name");
     assert_eq!(app.stored_blobs() + app.temp_files(), 0);
 }
+
+on_both_backends!(
+    raw_upload_then_download_returns_identical_bytes,
+    multipart_upload_keeps_bytes_tags_and_visibility,
+    content_type_comes_from_the_bytes_not_the_client,
+    an_executable_is_refused_with_415_and_leaves_nothing,
+    a_streamed_200_mib_body_round_trips,
+    an_upload_declared_over_the_limit_is_413_and_leaves_nothing,
+    a_chunked_upload_over_the_limit_is_413_and_leaves_nothing,
+    a_multipart_file_over_the_limit_is_413_and_leaves_nothing,
+    an_aborted_upload_leaves_no_file_and_no_row,
+    identical_uploads_share_one_blob_until_the_last_is_purged,
+    an_empty_file_is_stored_and_served,
+    an_upload_without_a_name_is_a_400,
+);

@@ -2,11 +2,11 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{error_code, spawn_app};
+use crate::backends::on_both_backends;
+use crate::helpers::{Backend, error_code, spawn_app};
 
-#[tokio::test]
-async fn every_api_call_needs_a_valid_key() {
-    let app = spawn_app().await;
+async fn every_api_call_needs_a_valid_key(b: Backend) {
+    let app = spawn_app(&b).await;
     let res = app.client.get(app.url("/api/v1/files")).send().await.unwrap();
     assert_eq!(res.status(), 401);
     assert_eq!(res.headers()["www-authenticate"], "Bearer");
@@ -18,9 +18,8 @@ async fn every_api_call_needs_a_valid_key() {
     assert_eq!(error_code(res).await, "invalid-authorization");
 }
 
-#[tokio::test]
-async fn a_revoked_key_is_refused_at_once() {
-    let app = spawn_app().await;
+async fn a_revoked_key_is_refused_at_once(b: Backend) {
+    let app = spawn_app(&b).await;
     let alice = app.create_user("alice").await;
     let me: Value = app.get(&alice.key, "/api/v1/users/me").send().await.unwrap().json().await.unwrap();
     assert_eq!(me["name"], "alice");
@@ -44,9 +43,8 @@ async fn a_revoked_key_is_refused_at_once() {
     assert_eq!(error_code(res).await, "invalid-api-key");
 }
 
-#[tokio::test]
-async fn only_admins_manage_users() {
-    let app = spawn_app().await;
+async fn only_admins_manage_users(b: Backend) {
+    let app = spawn_app(&b).await;
     let alice = app.create_user("alice").await;
     let res = app.post(&alice.key, "/api/v1/users").json(&json!({"name": "mallory"})).send().await.unwrap();
     assert_eq!(res.status(), 403);
@@ -61,9 +59,8 @@ async fn only_admins_manage_users() {
     assert_eq!(res.status(), 404);
 }
 
-#[tokio::test]
-async fn user_names_are_unique_and_validated() {
-    let app = spawn_app().await;
+async fn user_names_are_unique_and_validated(b: Backend) {
+    let app = spawn_app(&b).await;
     app.create_user("alice").await;
     let res = app.post(&app.admin_key, "/api/v1/users").json(&json!({"name": "alice"})).send().await.unwrap();
     assert_eq!(res.status(), 409);
@@ -75,3 +72,10 @@ async fn user_names_are_unique_and_validated() {
     assert_eq!(res.status(), 422);
     error_code(res).await;
 }
+
+on_both_backends!(
+    every_api_call_needs_a_valid_key,
+    a_revoked_key_is_refused_at_once,
+    only_admins_manage_users,
+    user_names_are_unique_and_validated,
+);

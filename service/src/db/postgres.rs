@@ -1,0 +1,443 @@
+//! The production metadata backend: PostgreSQL through a sqlx pool.
+//!
+//! The pool is created without connecting, so the service starts (and answers `/health/ready` with 503)
+//! while the database is unreachable; a background task retries with backoff until it can run the migrations,
+//! and only then does the store accept queries.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, FromRow, PgPool, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use super::{DbError, MetaStore, NewUser, PoolSettings, Purged};
+use crate::domain::{
+    ApiKey, CursorValue, FileMeta, FilePatch, FileQuery, NewFile, Role, SortKey, SortOrder, User, Visibility,
+};
+
+pub(crate) struct PostgresStore {
+    pool: PgPool,
+    /// Set once the migrations have run; until then every call is `DbError::NotReady`.
+    ready: Arc<AtomicBool>,
+}
+
+const FIRST_RETRY: Duration = Duration::from_millis(200);
+const MAX_RETRY: Duration = Duration::from_secs(10);
+
+impl PostgresStore {
+    /// Builds the pool (no connection yet) and starts migrating in the background, retrying with backoff.
+    pub(crate) fn connect_lazy(url: &str, settings: &PoolSettings) -> Result<Self, DbError> {
+        let options = PgConnectOptions::from_str(url)?.application_name("filewallball");
+        let pool = PgPoolOptions::new()
+            // The seed's pool of 20 plus 30 overflow is a ceiling of 50; connections above the base size
+            // are closed after a while idle, which is what overflow connections do in the seed's pool.
+            .max_connections(settings.size + settings.overflow)
+            .min_connections(0)
+            .idle_timeout(Some(Duration::from_secs(60)))
+            .acquire_timeout(settings.timeout)
+            .max_lifetime(Some(settings.recycle))
+            .test_before_acquire(settings.pre_ping)
+            .connect_lazy_with(options);
+        let ready = Arc::new(AtomicBool::new(false));
+        tokio::spawn(migrate_until_done(pool.clone(), ready.clone()));
+        Ok(Self { pool, ready })
+    }
+
+    fn pool(&self) -> Result<&PgPool, DbError> {
+        if self.ready.load(Ordering::Acquire) { Ok(&self.pool) } else { Err(DbError::NotReady) }
+    }
+}
+
+async fn migrate_until_done(pool: PgPool, ready: Arc<AtomicBool>) {
+    let mut delay = FIRST_RETRY;
+    loop {
+        match sqlx::migrate!("./migrations/postgres").run(&pool).await {
+            Ok(()) => {
+                ready.store(true, Ordering::Release);
+                tracing::info!("postgres connected and migrated");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "postgres not ready");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_RETRY);
+            }
+        }
+    }
+}
+
+#[derive(FromRow)]
+struct UserRow {
+    id: Uuid,
+    name: String,
+    role: String,
+    quota_bytes: Option<i64>,
+    created_at: DateTime<Utc>,
+    disabled_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<UserRow> for User {
+    type Error = DbError;
+    fn try_from(r: UserRow) -> Result<Self, DbError> {
+        Ok(User {
+            id: r.id,
+            name: r.name,
+            role: Role::parse(&r.role).ok_or_else(|| DbError::Corrupt(format!("role {:?}", r.role)))?,
+            quota_bytes: r.quota_bytes,
+            created_at: r.created_at,
+            disabled_at: r.disabled_at,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct KeyRow {
+    id: Uuid,
+    user_id: Uuid,
+    prefix: String,
+    created_at: DateTime<Utc>,
+    last_used_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<KeyRow> for ApiKey {
+    fn from(r: KeyRow) -> Self {
+        ApiKey {
+            id: r.id,
+            user_id: r.user_id,
+            prefix: r.prefix,
+            created_at: r.created_at,
+            last_used_at: r.last_used_at,
+            revoked_at: r.revoked_at,
+        }
+    }
+}
+
+#[derive(FromRow)]
+struct FileRow {
+    id: Uuid,
+    user_id: Uuid,
+    name: String,
+    mime_type: String,
+    file_size: i64,
+    content_hash: String,
+    visibility: String,
+    upload_time: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    deleted_at: Option<DateTime<Utc>>,
+    tags: Vec<String>,
+}
+
+impl TryFrom<FileRow> for FileMeta {
+    type Error = DbError;
+    fn try_from(r: FileRow) -> Result<Self, DbError> {
+        Ok(FileMeta {
+            id: r.id,
+            owner_id: r.user_id,
+            name: r.name,
+            mime_type: r.mime_type,
+            size: r.file_size,
+            content_hash: r.content_hash,
+            visibility: Visibility::parse(&r.visibility)
+                .ok_or_else(|| DbError::Corrupt(format!("visibility {:?}", r.visibility)))?,
+            tags: r.tags,
+            upload_time: r.upload_time,
+            updated_at: r.updated_at,
+            deleted_at: r.deleted_at,
+        })
+    }
+}
+
+// Statements below are assembled from these constant column lists only (hence `AssertSqlSafe`);
+// every value travels as a bound parameter.
+const USER_COLUMNS: &str = "id, name, role, quota_bytes, created_at, disabled_at";
+const KEY_COLUMNS: &str = "id, user_id, prefix, created_at, last_used_at, revoked_at";
+/// File columns with the tags folded in, for `FROM file_info f`.
+const FILE_COLUMNS: &str = "f.id, f.user_id, f.name, f.mime_type, f.file_size, f.content_hash, f.visibility, \
+     f.upload_time, f.updated_at, f.deleted_at, \
+     ARRAY(SELECT t.tag FROM file_tags t WHERE t.file_id = f.id ORDER BY t.tag) AS tags";
+
+async fn fetch_file(exec: impl sqlx::PgExecutor<'_>, id: Uuid) -> Result<Option<FileMeta>, DbError> {
+    let sql = format!("SELECT {FILE_COLUMNS} FROM file_info f WHERE f.id = $1");
+    let row: Option<FileRow> = sqlx::query_as(AssertSqlSafe(sql)).bind(id).fetch_optional(exec).await?;
+    row.map(FileMeta::try_from).transpose()
+}
+
+async fn replace_tags(tx: &mut sqlx::PgConnection, file_id: Uuid, tags: &[String]) -> Result<(), DbError> {
+    sqlx::query("DELETE FROM file_tags WHERE file_id = $1").bind(file_id).execute(&mut *tx).await?;
+    sqlx::query("INSERT INTO file_tags (file_id, tag) SELECT $1, unnest($2::text[])")
+        .bind(file_id)
+        .bind(tags)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl MetaStore for PostgresStore {
+    async fn ping(&self) -> Result<(), DbError> {
+        sqlx::query("SELECT 1").execute(self.pool()?).await?;
+        Ok(())
+    }
+
+    async fn create_user(&self, user: &NewUser) -> Result<User, DbError> {
+        let sql = format!(
+            "INSERT INTO users (id, name, role, quota_bytes, created_at) VALUES ($1, $2, $3, $4, $5) \
+             RETURNING {USER_COLUMNS}"
+        );
+        let row: UserRow = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(Uuid::now_v7())
+            .bind(&user.name)
+            .bind(user.role.as_str())
+            .bind(user.quota_bytes)
+            .bind(Utc::now())
+            .fetch_one(self.pool()?)
+            .await?;
+        row.try_into()
+    }
+
+    async fn get_user(&self, id: Uuid) -> Result<Option<User>, DbError> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+        let row: Option<UserRow> = sqlx::query_as(AssertSqlSafe(sql)).bind(id).fetch_optional(self.pool()?).await?;
+        row.map(User::try_from).transpose()
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>, DbError> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY id");
+        let rows: Vec<UserRow> = sqlx::query_as(AssertSqlSafe(sql)).fetch_all(self.pool()?).await?;
+        rows.into_iter().map(User::try_from).collect()
+    }
+
+    async fn create_api_key(&self, user_id: Uuid, key_hash: &str, prefix: &str) -> Result<ApiKey, DbError> {
+        let sql = format!(
+            "INSERT INTO api_keys (id, user_id, key_hash, prefix, created_at) VALUES ($1, $2, $3, $4, $5) \
+             RETURNING {KEY_COLUMNS}"
+        );
+        let row: KeyRow = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(Uuid::now_v7())
+            .bind(user_id)
+            .bind(key_hash)
+            .bind(prefix)
+            .bind(Utc::now())
+            .fetch_one(self.pool()?)
+            .await?;
+        Ok(row.into())
+    }
+
+    async fn list_api_keys(&self, user_id: Uuid) -> Result<Vec<ApiKey>, DbError> {
+        let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE user_id = $1 ORDER BY id");
+        let rows: Vec<KeyRow> = sqlx::query_as(AssertSqlSafe(sql)).bind(user_id).fetch_all(self.pool()?).await?;
+        Ok(rows.into_iter().map(ApiKey::from).collect())
+    }
+
+    async fn revoke_api_key(&self, user_id: Uuid, key_id: Uuid) -> Result<bool, DbError> {
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL")
+                .bind(Utc::now())
+                .bind(key_id)
+                .bind(user_id)
+                .execute(self.pool()?)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn authenticate(&self, key_hash: &str) -> Result<Option<(User, ApiKey)>, DbError> {
+        let sql = format!(
+            "SELECT k.id AS key_id, k.prefix, k.created_at AS key_created_at, k.last_used_at, \
+             u.{} FROM api_keys k JOIN users u ON u.id = k.user_id \
+             WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND u.disabled_at IS NULL",
+            USER_COLUMNS.replace(", ", ", u.")
+        );
+        #[derive(FromRow)]
+        struct AuthRow {
+            key_id: Uuid,
+            prefix: String,
+            key_created_at: DateTime<Utc>,
+            last_used_at: Option<DateTime<Utc>>,
+            #[sqlx(flatten)]
+            user: UserRow,
+        }
+        let row: Option<AuthRow> =
+            sqlx::query_as(AssertSqlSafe(sql)).bind(key_hash).fetch_optional(self.pool()?).await?;
+        let Some(row) = row else { return Ok(None) };
+        let user = User::try_from(row.user)?;
+        let key = ApiKey {
+            id: row.key_id,
+            user_id: user.id,
+            prefix: row.prefix,
+            created_at: row.key_created_at,
+            last_used_at: row.last_used_at,
+            revoked_at: None,
+        };
+        Ok(Some((user, key)))
+    }
+
+    async fn touch_api_key(&self, key_id: Uuid, at: DateTime<Utc>) -> Result<(), DbError> {
+        sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
+            .bind(at)
+            .bind(key_id)
+            .execute(self.pool()?)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_file(&self, file: &NewFile) -> Result<FileMeta, DbError> {
+        let mut tx = self.pool()?.begin().await?;
+        sqlx::query(
+            "INSERT INTO blobs (content_hash, size, ref_count, created_at) VALUES ($1, $2, 1, $3) \
+             ON CONFLICT (content_hash) DO UPDATE SET ref_count = blobs.ref_count + 1",
+        )
+        .bind(&file.content_hash)
+        .bind(file.size)
+        .bind(file.now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO file_info (id, user_id, name, mime_type, file_size, content_hash, visibility, \
+             upload_time, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+        )
+        .bind(file.id)
+        .bind(file.owner_id)
+        .bind(&file.name)
+        .bind(&file.mime_type)
+        .bind(file.size)
+        .bind(&file.content_hash)
+        .bind(file.visibility.as_str())
+        .bind(file.now)
+        .execute(&mut *tx)
+        .await?;
+        replace_tags(&mut tx, file.id, &file.tags).await?;
+        let meta = fetch_file(&mut *tx, file.id).await?;
+        tx.commit().await?;
+        meta.ok_or_else(|| DbError::Corrupt("inserted file vanished".into()))
+    }
+
+    async fn get_file(&self, id: Uuid) -> Result<Option<FileMeta>, DbError> {
+        fetch_file(self.pool()?, id).await
+    }
+
+    async fn update_file(&self, id: Uuid, patch: &FilePatch, now: DateTime<Utc>) -> Result<Option<FileMeta>, DbError> {
+        let mut tx = self.pool()?.begin().await?;
+        let done = sqlx::query(
+            "UPDATE file_info SET name = COALESCE($1, name), visibility = COALESCE($2, visibility), \
+             updated_at = $3 WHERE id = $4 AND deleted_at IS NULL",
+        )
+        .bind(patch.name.as_deref())
+        .bind(patch.visibility.map(Visibility::as_str))
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        if let Some(tags) = &patch.tags {
+            replace_tags(&mut tx, id, tags).await?;
+        }
+        let meta = fetch_file(&mut *tx, id).await?;
+        tx.commit().await?;
+        Ok(meta)
+    }
+
+    async fn set_deleted(
+        &self,
+        id: Uuid,
+        deleted_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<FileMeta>, DbError> {
+        let mut tx = self.pool()?.begin().await?;
+        sqlx::query("UPDATE file_info SET deleted_at = $1, updated_at = $2 WHERE id = $3")
+            .bind(deleted_at)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let meta = fetch_file(&mut *tx, id).await?;
+        tx.commit().await?;
+        Ok(meta)
+    }
+
+    async fn purge_file(&self, id: Uuid) -> Result<Option<Purged>, DbError> {
+        let mut tx = self.pool()?.begin().await?;
+        let hash: Option<String> = sqlx::query_scalar("DELETE FROM file_info WHERE id = $1 RETURNING content_hash")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(content_hash) = hash else { return Ok(None) };
+        let refs: i64 = sqlx::query_scalar(
+            "UPDATE blobs SET ref_count = ref_count - 1 WHERE content_hash = $1 RETURNING ref_count",
+        )
+        .bind(&content_hash)
+        .fetch_one(&mut *tx)
+        .await?;
+        if refs == 0 {
+            sqlx::query("DELETE FROM blobs WHERE content_hash = $1").bind(&content_hash).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(Purged { content_hash, blob_released: refs == 0 }))
+    }
+
+    async fn blob_ref_count(&self, content_hash: &str) -> Result<Option<i64>, DbError> {
+        Ok(sqlx::query_scalar("SELECT ref_count FROM blobs WHERE content_hash = $1")
+            .bind(content_hash)
+            .fetch_optional(self.pool()?)
+            .await?)
+    }
+
+    async fn list_files(&self, q: &FileQuery) -> Result<Vec<FileMeta>, DbError> {
+        let mut b: QueryBuilder<Postgres> = QueryBuilder::new(format!("SELECT {FILE_COLUMNS} FROM file_info f WHERE "));
+        b.push(if q.deleted { "f.deleted_at IS NOT NULL" } else { "f.deleted_at IS NULL" });
+        if let Some(owner) = q.owner_id {
+            b.push(" AND f.user_id = ").push_bind(owner);
+        }
+        if let Some(prefix) = &q.mime_prefix {
+            // A range scan on the mime_type index ("C" collation): [prefix, prefix + U+10FFFF).
+            b.push(" AND f.mime_type >= ").push_bind(prefix.clone());
+            b.push(" AND f.mime_type < ").push_bind(format!("{prefix}\u{10FFFF}"));
+        }
+        if let Some(tag) = &q.tag {
+            b.push(" AND EXISTS (SELECT 1 FROM file_tags t WHERE t.file_id = f.id AND t.tag = ").push_bind(tag.clone());
+            b.push(")");
+        }
+        if let Some(min) = q.min_size {
+            b.push(" AND f.file_size >= ").push_bind(min);
+        }
+        if let Some(max) = q.max_size {
+            b.push(" AND f.file_size <= ").push_bind(max);
+        }
+        if let Some(from) = q.from {
+            b.push(" AND f.upload_time >= ").push_bind(from);
+        }
+        if let Some(to) = q.to {
+            b.push(" AND f.upload_time < ").push_bind(to);
+        }
+        let column = match q.sort {
+            SortKey::UploadTime => "f.upload_time",
+            SortKey::Name => "f.name",
+            SortKey::Size => "f.file_size",
+        };
+        let (cmp, dir) = match q.order {
+            SortOrder::Asc => (">", "ASC"),
+            SortOrder::Desc => ("<", "DESC"),
+        };
+        if let Some(after) = &q.after {
+            b.push(format_args!(" AND ({column}, f.id) {cmp} ("));
+            match (&after.value, q.sort) {
+                (CursorValue::Int(us), SortKey::UploadTime) => b.push_bind(
+                    DateTime::from_timestamp_micros(*us).ok_or_else(|| DbError::Corrupt("cursor time".into()))?,
+                ),
+                (CursorValue::Int(v), _) => b.push_bind(*v),
+                (CursorValue::Text(v), _) => b.push_bind(v.clone()),
+            };
+            b.push(", ").push_bind(after.id).push(")");
+        }
+        b.push(format_args!(" ORDER BY {column} {dir}, f.id {dir} LIMIT ")).push_bind(i64::from(q.limit) + 1);
+        let rows: Vec<FileRow> = b.build_query_as().fetch_all(self.pool()?).await?;
+        rows.into_iter().map(FileMeta::try_from).collect()
+    }
+}

@@ -1,0 +1,189 @@
+//! Faults on real servers: Redis unreachable or stopped mid-test, Postgres unreachable at startup.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use filewallball::Application;
+use secrecy::SecretString;
+use serde_json::Value;
+
+use crate::backends::{Backend, postgres_redis_or_skip};
+use crate::helpers::{TestApp, error_code, pattern, spawn_configured, test_config};
+
+/// Polls `check` every 100 ms until it holds; fails after `secs`.
+async fn eventually(secs: u64, what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..secs * 10 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what}: not reached within {secs} s");
+}
+
+fn metric(text: &str, line_start: &str) -> f64 {
+    text.lines().find_map(|l| l.strip_prefix(line_start)).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
+}
+
+/// Upload, read metadata twice and download: every step must succeed.
+async fn exercise(app: &TestApp) -> String {
+    let meta = app.upload(&app.admin_key, "f.bin", pattern(2000, 1)).await;
+    let id = meta["id"].as_str().unwrap().to_owned();
+    for _ in 0..2 {
+        let res = app.get(&app.admin_key, &format!("/api/v1/files/{id}")).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    let res = app.download(&app.admin_key, &id).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.bytes().await.unwrap(), pattern(2000, 1));
+    id
+}
+
+#[tokio::test]
+async fn requests_succeed_when_redis_is_unreachable() {
+    let Some(backend) = postgres_redis_or_skip("faults::requests_succeed_when_redis_is_unreachable").await else {
+        return;
+    };
+    let (mut config, dir, db) = test_config(&backend).await;
+    // Nothing listens on port 1.
+    config.cache.redis_url = SecretString::from("redis://127.0.0.1:1");
+    let app = spawn_configured(config, dir, db).await;
+    exercise(&app).await;
+    let metrics = app.metrics().await;
+    assert!(metric(&metrics, "cache_errors_total ") > 0.0, "{metrics}");
+    assert_eq!(metric(&metrics, "cache_hits_total{cache_type=\"file_meta\"} "), 0.0);
+    let ready: Value = app.client.get(app.url("/health/ready")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ready["status"], "degraded");
+}
+
+/// A private Redis this test may stop and start.
+struct OwnRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> Option<Self> {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        Some(Self { port, child: Some(child) })
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn requests_succeed_while_redis_is_stopped_and_the_cache_returns_with_it() {
+    let test = "faults::requests_succeed_while_redis_is_stopped_and_the_cache_returns_with_it";
+    let Some(backend) = postgres_redis_or_skip(test).await else { return };
+    let port = free_port();
+    let Some(mut redis) = OwnRedis::start(port) else {
+        if std::env::var("FWB_REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
+            panic!("{test}: redis-server is not installed");
+        }
+        eprintln!("skipped {test}: redis-server is not installed");
+        return;
+    };
+    let (mut config, dir, db) = test_config(&backend).await;
+    config.cache.redis_url = SecretString::from(format!("redis://127.0.0.1:{port}"));
+    config.cache.circuit_open_secs = 1;
+    let app = spawn_configured(config, dir, db).await;
+    let hits = async || metric(&app.metrics().await, "cache_hits_total{cache_type=\"file_meta\"} ");
+    let id = {
+        let ping = || std::net::TcpStream::connect(("127.0.0.1", redis.port)).is_ok();
+        eventually(10, "own redis listening", async || ping()).await;
+        exercise(&app).await
+    };
+    assert!(hits().await >= 1.0, "the second metadata read was a cache hit");
+
+    redis.stop();
+    let before = hits().await;
+    exercise(&app).await;
+    assert_eq!(hits().await, before, "no hits while Redis is down");
+    assert!(metric(&app.metrics().await, "cache_errors_total ") > 0.0);
+
+    let mut redis = OwnRedis::start(port).expect("redis-server starts again");
+    let meta_path = format!("/api/v1/files/{id}");
+    eventually(20, "cache hits after Redis returns", async || {
+        for _ in 0..2 {
+            let res = app.get(&app.admin_key, &meta_path).send().await.unwrap();
+            assert_eq!(res.status(), 200);
+        }
+        hits().await > before
+    })
+    .await;
+    redis.stop();
+}
+
+/// Forwards connections from `listener` to `target`, so a test decides when a server becomes reachable.
+async fn forward(listener: tokio::net::TcpListener, target: (String, u16)) {
+    loop {
+        let Ok((mut inbound, _)) = listener.accept().await else { return };
+        let target = target.clone();
+        tokio::spawn(async move {
+            if let Ok(mut outbound) = tokio::net::TcpStream::connect((target.0.as_str(), target.1)).await {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            }
+        });
+    }
+}
+
+#[tokio::test]
+async fn the_service_starts_without_postgres_and_is_ready_once_it_connects() {
+    let test = "faults::the_service_starts_without_postgres_and_is_ready_once_it_connects";
+    let Some(backend) = postgres_redis_or_skip(test).await else { return };
+    let Backend::PostgresRedis(services) = &backend else { unreachable!() };
+    let (mut config, dir, db) = test_config(&backend).await;
+    let db_name = db.as_ref().unwrap().url.rsplit('/').next().unwrap().to_owned();
+    // Point the service at a port where nothing listens yet.
+    let port = free_port();
+    config.database.url = SecretString::from(crate::backends::with_database(
+        &format!("postgres://postgres@127.0.0.1:{port}/x"),
+        &db_name,
+    ));
+    config.database.pool_timeout_secs = 1;
+    let app = Application::build(config).await.expect("the service starts without its database");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+
+    let res = client.get(format!("{address}/health/ready")).send().await.unwrap();
+    assert_eq!(res.status(), 503);
+    let res = client.get(format!("{address}/api/v1/users/me")).bearer_auth("fwb_whatever").send().await.unwrap();
+    assert_eq!(res.status(), 503, "an API call without a database is a clear 503, not a hang or a 500");
+    assert_eq!(error_code(res).await, "database-unavailable");
+
+    // Postgres "comes up".
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    tokio::spawn(forward(listener, services.postgres_addr()));
+    eventually(30, "ready after postgres is reachable", async || {
+        client.get(format!("{address}/health/ready")).send().await.unwrap().status() == 200
+    })
+    .await;
+    let res = client.get(format!("{address}/api/v1/users/me")).bearer_auth("fwb_whatever").send().await.unwrap();
+    assert_eq!(res.status(), 401, "the key is now checked against the migrated database");
+    drop(dir);
+    drop(db);
+}
