@@ -229,17 +229,12 @@ impl Config {
             return bad("storage.data_dir", "must not be empty");
         }
         let url = self.database.url.expose_secret();
-        if !(url.is_empty() || url.starts_with("sqlite:")) {
-            if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-                return bad(
-                    "database.url",
-                    "the PostgreSQL backend is not built yet; use a sqlite: URL or leave it empty",
-                );
-            }
-            return bad("database.url", "must start with sqlite:");
+        if !(url.is_empty() || ["sqlite:", "postgres:", "postgresql:"].iter().any(|p| url.starts_with(p))) {
+            return bad("database.url", "must start with sqlite:, postgres: or postgresql:");
         }
-        if !self.cache.redis_url.expose_secret().is_empty() {
-            return bad("cache.redis_url", "the Redis cache is not built yet; leave it empty for the in-process cache");
+        let redis = self.cache.redis_url.expose_secret();
+        if !(redis.is_empty() || redis.starts_with("redis://") || redis.starts_with("rediss://")) {
+            return bad("cache.redis_url", "must start with redis:// or rediss://");
         }
         if self.cache.namespace.is_empty() || self.cache.namespace.contains(char::is_whitespace) {
             return bad("cache.namespace", "must be non-empty and contain no whitespace");
@@ -309,6 +304,18 @@ mod tests {
         let err = Config::from_figment(figment).unwrap_err().to_string();
         assert!(err.contains("upload.max_bytes"), "{err}");
         assert_eq!(err.lines().count(), 1);
+    }
+
+    #[test]
+    fn production_urls_are_accepted_and_others_refused() {
+        let with = |toml: &str| {
+            Config::from_figment(Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(toml)))
+        };
+        with("[database]\nurl = \"postgres://u@h/db\"\n[cache]\nredis_url = \"redis://h:6379\"").unwrap();
+        let err = with("[database]\nurl = \"mysql://h/db\"").unwrap_err().to_string();
+        assert!(err.contains("database.url"), "{err}");
+        let err = with("[cache]\nredis_url = \"http://h\"").unwrap_err().to_string();
+        assert!(err.contains("cache.redis_url"), "{err}");
     }
 
     #[test]

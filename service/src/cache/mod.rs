@@ -2,7 +2,8 @@
 //!
 //! [`Cache`] is what the service calls. It builds keys (`{namespace}:{family}:{id}`), counts a hit or a miss
 //! per family on every lookup, and never lets a backend failure fail a request: a failed read counts as a miss
-//! (and in `cache_errors_total`), a failed write or delete is logged and counted.
+//! (and in `cache_errors_total`), a failed write or delete is counted. Single failures are logged at debug
+//! level only: during an outage every request fails one, and the backend logs the outage itself once.
 
 pub(crate) mod memory;
 pub(crate) mod redis;
@@ -26,6 +27,9 @@ use crate::telemetry::Metrics;
 pub(crate) enum CacheError {
     #[error("cache backend: {0}")]
     Backend(String),
+    /// The backend was not asked: it failed repeatedly and is being left alone for a while.
+    #[error("cache backend skipped while its circuit is open")]
+    Skipped,
 }
 
 /// A key family of the seed's cache contract.
@@ -111,6 +115,7 @@ pub(crate) struct Cache {
     namespace: Arc<str>,
     counters: Arc<[FamilyCounters; 6]>,
     errors: Counter,
+    skipped: Counter,
     in_flight: Arc<InFlight>,
 }
 
@@ -128,6 +133,7 @@ impl Cache {
             namespace: namespace.into(),
             counters: Arc::new(counters),
             errors: metrics.counter("cache_errors_total", Vec::new()),
+            skipped: metrics.counter("cache_skipped_total", Vec::new()),
             in_flight: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -141,8 +147,7 @@ impl Cache {
         let found = match self.backend.get(&self.key(family, id)).await {
             Ok(v) => v,
             Err(e) => {
-                self.errors.increment(1);
-                tracing::warn!(error = %e, family = family.label(), "cache read failed; treating as a miss");
+                self.failed(&e, "read");
                 None
             }
         };
@@ -216,8 +221,7 @@ impl Cache {
 
     pub(crate) async fn set_bytes(&self, family: Family, id: &str, value: Bytes) {
         if let Err(e) = self.backend.set(&self.key(family, id), value, family.ttl()).await {
-            self.errors.increment(1);
-            tracing::warn!(error = %e, family = family.label(), "cache write failed");
+            self.failed(&e, "write");
         }
     }
 
@@ -226,8 +230,19 @@ impl Cache {
         let id = file_id.to_string();
         let keys = [Family::FileMeta, Family::FileContent, Family::Thumbnail].map(|f| self.key(f, &id));
         if let Err(e) = self.backend.delete(&keys).await {
-            self.errors.increment(1);
-            tracing::warn!(error = %e, %file_id, "cache invalidation failed");
+            self.failed(&e, "invalidation");
+        }
+    }
+
+    /// Counts a failed cache call: a real failure in `cache_errors_total`, a call the circuit skipped in
+    /// `cache_skipped_total`. Single failures are logged at debug level only (see the module docs).
+    fn failed(&self, e: &CacheError, what: &'static str) {
+        match e {
+            CacheError::Skipped => self.skipped.increment(1),
+            CacheError::Backend(_) => {
+                self.errors.increment(1);
+                tracing::debug!(error = %e, what, "cache call failed");
+            }
         }
     }
 

@@ -4,7 +4,11 @@
 //! stops asking Redis for a while after repeated failures, so requests go straight to the database instead of
 //! each waiting out a timeout. After the pause one request probes Redis again; the connection manager
 //! reconnects by itself when the server is back.
+//!
+//! A deletion that could not reach Redis is remembered and replayed before the next command that does,
+//! so an entry changed during an outage is not served stale once Redis returns.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -21,7 +25,14 @@ pub(crate) struct RedisCache {
     conn: ConnectionManager,
     timeout: Duration,
     circuit: Circuit,
+    /// Keys whose deletion failed, oldest first; replayed before the next command.
+    pending_deletes: Mutex<VecDeque<String>>,
 }
+
+/// Remembered failed deletions beyond this are dropped (and logged): memory stays bounded in a long outage.
+const MAX_PENDING_DELETES: usize = 100_000;
+/// Keys per replayed `DEL`.
+const REPLAY_BATCH: usize = 1000;
 
 impl RedisCache {
     /// Sets up the connection without waiting for it: an unreachable Redis at startup only means misses.
@@ -40,12 +51,66 @@ impl RedisCache {
             .set_max_delay(timeout);
         let conn =
             ConnectionManager::new_lazy_with_config(client, config).map_err(|e| CacheError::Backend(e.to_string()))?;
-        Ok(Self { conn, timeout, circuit: Circuit::new(failures_to_open, open_for) })
+        Ok(Self {
+            conn,
+            timeout,
+            circuit: Circuit::new(failures_to_open, open_for),
+            pending_deletes: Mutex::new(VecDeque::new()),
+        })
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, VecDeque<String>> {
+        self.pending_deletes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn remember_deletes(&self, keys: &[String]) {
+        let mut pending = self.pending();
+        pending.extend(keys.iter().cloned());
+        let excess = pending.len().saturating_sub(MAX_PENDING_DELETES);
+        if excess > 0 {
+            pending.drain(..excess);
+            tracing::error!(
+                dropped = excess,
+                "too many cache deletions pending during a redis outage; some entries may be stale until their TTL"
+            );
+        }
+    }
+
+    /// Replays remembered deletions; a command must not run before them or it could read a stale entry.
+    async fn replay_deletes(&self) -> Result<(), CacheError> {
+        loop {
+            let batch: Vec<String> = {
+                let mut pending = self.pending();
+                let n = pending.len().min(REPLAY_BATCH);
+                pending.drain(..n).collect()
+            };
+            if batch.is_empty() {
+                return Ok(());
+            }
+            if let Err(e) = self.run(async |mut c| c.del::<_, ()>(&batch).await).await {
+                let mut pending = self.pending();
+                for key in batch.into_iter().rev() {
+                    pending.push_front(key);
+                }
+                return Err(e);
+            }
+        }
+    }
+
+    /// Runs `op` after any remembered deletions.
+    async fn command<T>(
+        &self,
+        op: impl AsyncFnOnce(ConnectionManager) -> redis::RedisResult<T>,
+    ) -> Result<T, CacheError> {
+        if !self.pending().is_empty() {
+            self.replay_deletes().await?;
+        }
+        self.run(op).await
     }
 
     async fn run<T>(&self, op: impl AsyncFnOnce(ConnectionManager) -> redis::RedisResult<T>) -> Result<T, CacheError> {
         if !self.circuit.allow() {
-            return Err(CacheError::Backend("circuit open: redis failed repeatedly".into()));
+            return Err(CacheError::Skipped);
         }
         let result = match tokio::time::timeout(self.timeout, op(self.conn.clone())).await {
             Ok(Ok(value)) => Ok(value),
@@ -60,16 +125,20 @@ impl RedisCache {
 #[async_trait]
 impl CacheBackend for RedisCache {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
-        let value: Option<Vec<u8>> = self.run(async |mut c| c.get(key).await).await?;
+        let value: Option<Vec<u8>> = self.command(async |mut c| c.get(key).await).await?;
         Ok(value.map(Bytes::from))
     }
 
     async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), CacheError> {
-        self.run(async |mut c| c.set_ex::<_, _, ()>(key, value.as_ref(), ttl.as_secs()).await).await
+        self.command(async |mut c| c.set_ex::<_, _, ()>(key, value.as_ref(), ttl.as_secs()).await).await
     }
 
     async fn delete(&self, keys: &[String]) -> Result<(), CacheError> {
-        self.run(async |mut c| c.del::<_, ()>(keys).await).await
+        let result = self.command(async |mut c| c.del::<_, ()>(keys).await).await;
+        if result.is_err() {
+            self.remember_deletes(keys);
+        }
+        result
     }
 
     async fn ping(&self) -> Result<(), CacheError> {
@@ -116,10 +185,16 @@ impl Circuit {
     fn record(&self, ok: bool) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         *state = match (*state, ok) {
+            (CircuitState::HalfOpen, true) => {
+                tracing::info!("redis answers again");
+                CircuitState::Closed { failures: 0 }
+            }
             (_, true) => CircuitState::Closed { failures: 0 },
             (CircuitState::Closed { failures }, false) if failures + 1 < self.failures_to_open => {
                 CircuitState::Closed { failures: failures + 1 }
             }
+            // Calls that were already under way when the circuit opened do not re-open it.
+            (open @ CircuitState::Open { .. }, false) => open,
             (_, false) => {
                 tracing::warn!(
                     pause_ms = self.open_for.as_millis() as u64,

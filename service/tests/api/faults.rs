@@ -134,17 +134,98 @@ async fn requests_succeed_while_redis_is_stopped_and_the_cache_returns_with_it()
     redis.stop();
 }
 
-/// Forwards connections from `listener` to `target`, so a test decides when a server becomes reachable.
-async fn forward(listener: tokio::net::TcpListener, target: (String, u16)) {
-    loop {
-        let Ok((mut inbound, _)) = listener.accept().await else { return };
-        let target = target.clone();
-        tokio::spawn(async move {
-            if let Ok(mut outbound) = tokio::net::TcpStream::connect((target.0.as_str(), target.1)).await {
-                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-            }
-        });
+/// A TCP forwarder to a real server that a test can cut (closing every connection) and restore,
+/// so it decides when that server is reachable.
+struct Proxy {
+    port: u16,
+    target: (String, u16),
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Proxy {
+    async fn start(port: u16, target: (String, u16)) -> Self {
+        let mut proxy = Self { port, target, task: None };
+        proxy.restore().await;
+        proxy
     }
+
+    async fn restore(&mut self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
+        let target = self.target.clone();
+        self.task = Some(tokio::spawn(async move {
+            // Connections live in this set, so aborting the task closes them all.
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                let target = target.clone();
+                connections.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect((target.0.as_str(), target.1)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    async fn cut(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_change_made_while_redis_is_unreachable_is_not_served_stale_when_it_returns() {
+    let test = "faults::a_change_made_while_redis_is_unreachable_is_not_served_stale_when_it_returns";
+    let Some(backend) = postgres_redis_or_skip(test).await else { return };
+    let Backend::PostgresRedis(services) = &backend else { unreachable!() };
+    let redis_target = {
+        let url = services.redis_url.trim_start_matches("redis://");
+        let (host, port) = url.trim_end_matches('/').rsplit_once(':').unwrap();
+        (host.to_owned(), port.parse::<u16>().unwrap())
+    };
+    let port = free_port();
+    let mut proxy = Proxy::start(port, redis_target).await;
+    let (mut config, dir, db) = test_config(&backend).await;
+    config.cache.redis_url = SecretString::from(format!("redis://127.0.0.1:{port}"));
+    config.cache.circuit_open_secs = 1;
+    let app = spawn_configured(config, dir, db).await;
+    let meta = app.upload(&app.admin_key, "before.txt", b"x".to_vec()).await;
+    let path = format!("/api/v1/files/{}", meta["id"].as_str().unwrap());
+    let name = async || {
+        let res = app.get(&app.admin_key, &path).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        res.json::<Value>().await.unwrap()["name"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(name().await, "before.txt");
+    assert_eq!(name().await, "before.txt"); // now cached in Redis
+
+    proxy.cut().await;
+    let res = app
+        .client
+        .patch(app.url(&path))
+        .bearer_auth(&app.admin_key)
+        .json(&serde_json::json!({"name": "after.txt"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "a change succeeds while the cache is unreachable");
+    assert_eq!(name().await, "after.txt");
+
+    proxy.restore().await;
+    // Wait until the service reaches Redis again (readiness pings it) without touching the file's key,
+    // so the next read is the first command on that key since the outage.
+    eventually(20, "redis reachable again", async || {
+        let ready: Value = app.client.get(app.url("/health/ready")).send().await.unwrap().json().await.unwrap();
+        ready["status"] == "ok"
+    })
+    .await;
+    let hits = async || metric(&app.metrics().await, "cache_hits_total{cache_type=\"file_meta\"} ");
+    let before = hits().await;
+    assert_eq!(name().await, "after.txt", "the entry cached before the change is not served");
+    assert_eq!(name().await, "after.txt");
+    assert_eq!(hits().await, before + 1.0, "the cache is in use again");
 }
 
 #[tokio::test]
@@ -176,8 +257,7 @@ async fn the_service_starts_without_postgres_and_is_ready_once_it_connects() {
     assert_eq!(error_code(res).await, "database-unavailable");
 
     // Postgres "comes up".
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-    tokio::spawn(forward(listener, services.postgres_addr()));
+    let _proxy = Proxy::start(port, services.postgres_addr()).await;
     eventually(30, "ready after postgres is reachable", async || {
         client.get(format!("{address}/health/ready")).send().await.unwrap().status() == 200
     })
