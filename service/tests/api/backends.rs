@@ -118,10 +118,17 @@ pub(crate) async fn postgres_redis_or_skip(test: &str) -> Option<Backend> {
             panic!("{test}: Postgres/Redis required (FWB_REQUIRE_SERVICES=1) but unavailable: {why}")
         }
         Err(why) => {
-            eprintln!("skipped {test} on postgres+redis: {why}");
+            skip_notice(&format!("skipped {test} on postgres+redis: {why}"));
             None
         }
     }
+}
+
+/// One line on the terminal even when the test harness captures output: `eprintln!` would be captured and
+/// hidden for a passing test, a direct write to stderr is not.
+pub(crate) fn skip_notice(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// Turns `async fn name(backend: Backend)` test bodies into two tests each: `name::embedded` and

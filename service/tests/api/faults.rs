@@ -100,7 +100,7 @@ async fn requests_succeed_while_redis_is_stopped_and_the_cache_returns_with_it()
         if std::env::var("FWB_REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
             panic!("{test}: redis-server is not installed");
         }
-        eprintln!("skipped {test}: redis-server is not installed");
+        crate::backends::skip_notice(&format!("skipped {test}: redis-server is not installed"));
         return;
     };
     let (mut config, dir, db) = test_config(&backend).await;
