@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::{Database, Encode, QueryBuilder, Type};
 use uuid::Uuid;
 
-use crate::domain::{ApiKey, FileMeta, FilePatch, FileQuery, NewFile, Role, User};
+use crate::domain::{ApiKey, CursorValue, FileMeta, FilePatch, FileQuery, NewFile, Role, SortKey, SortOrder, User};
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DbError {
@@ -115,4 +116,68 @@ pub(crate) trait MetaStore: Send + Sync + 'static {
     async fn blob_ref_count(&self, content_hash: &str) -> Result<Option<i64>, DbError>;
     /// A page of files, `limit + 1` rows at most so the caller knows whether another page follows.
     async fn list_files(&self, query: &FileQuery) -> Result<Vec<FileMeta>, DbError>;
+}
+
+/// Appends the listing's filters, keyset condition, order and limit to `b` (which ends in `WHERE `),
+/// the same SQL on every backend; `time` encodes a timestamp the way the backend stores it.
+pub(crate) fn push_list_query<DB, T>(
+    b: &mut QueryBuilder<DB>,
+    q: &FileQuery,
+    time: impl Fn(DateTime<Utc>) -> T,
+) -> Result<(), DbError>
+where
+    DB: Database,
+    T: for<'q> Encode<'q, DB> + Type<DB>,
+    i64: for<'q> Encode<'q, DB> + Type<DB>,
+    String: for<'q> Encode<'q, DB> + Type<DB>,
+    Uuid: for<'q> Encode<'q, DB> + Type<DB>,
+{
+    b.push(if q.deleted { "f.deleted_at IS NOT NULL" } else { "f.deleted_at IS NULL" });
+    if let Some(owner) = q.owner_id {
+        b.push(" AND f.user_id = ").push_bind(owner);
+    }
+    if let Some(prefix) = &q.mime_prefix {
+        // A range scan on the mime_type index (bytewise order): [prefix, prefix + U+10FFFF).
+        b.push(" AND f.mime_type >= ").push_bind(prefix.clone());
+        b.push(" AND f.mime_type < ").push_bind(format!("{prefix}\u{10FFFF}"));
+    }
+    if let Some(tag) = &q.tag {
+        b.push(" AND EXISTS (SELECT 1 FROM file_tags t WHERE t.file_id = f.id AND t.tag = ").push_bind(tag.clone());
+        b.push(")");
+    }
+    if let Some(min) = q.min_size {
+        b.push(" AND f.file_size >= ").push_bind(min);
+    }
+    if let Some(max) = q.max_size {
+        b.push(" AND f.file_size <= ").push_bind(max);
+    }
+    if let Some(from) = q.from {
+        b.push(" AND f.upload_time >= ").push_bind(time(from));
+    }
+    if let Some(to) = q.to {
+        b.push(" AND f.upload_time < ").push_bind(time(to));
+    }
+    let column = match q.sort {
+        SortKey::UploadTime => "f.upload_time",
+        SortKey::Name => "f.name",
+        SortKey::Size => "f.file_size",
+    };
+    let (cmp, dir) = match q.order {
+        SortOrder::Asc => (">", "ASC"),
+        SortOrder::Desc => ("<", "DESC"),
+    };
+    if let Some(after) = &q.after {
+        b.push(format_args!(" AND ({column}, f.id) {cmp} ("));
+        match (&after.value, q.sort) {
+            (CursorValue::Int(us), SortKey::UploadTime) => {
+                let at = DateTime::from_timestamp_micros(*us).ok_or_else(|| DbError::Corrupt("cursor time".into()))?;
+                b.push_bind(time(at))
+            }
+            (CursorValue::Int(v), _) => b.push_bind(*v),
+            (CursorValue::Text(v), _) => b.push_bind(v.clone()),
+        };
+        b.push(", ").push_bind(after.id).push(")");
+    }
+    b.push(format_args!(" ORDER BY {column} {dir}, f.id {dir} LIMIT ")).push_bind(i64::from(q.limit) + 1);
+    Ok(())
 }

@@ -15,10 +15,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, FromRow, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use super::{DbError, MetaStore, NewUser, PoolSettings, Purged};
-use crate::domain::{
-    ApiKey, CursorValue, FileMeta, FilePatch, FileQuery, NewFile, Role, SortKey, SortOrder, User, Visibility,
-};
+use super::{DbError, MetaStore, NewUser, PoolSettings, Purged, push_list_query};
+use crate::domain::{ApiKey, FileMeta, FilePatch, FileQuery, NewFile, Role, User, Visibility};
 
 pub(crate) struct PostgresStore {
     pool: PgPool,
@@ -391,52 +389,7 @@ impl MetaStore for PostgresStore {
 
     async fn list_files(&self, q: &FileQuery) -> Result<Vec<FileMeta>, DbError> {
         let mut b: QueryBuilder<Postgres> = QueryBuilder::new(format!("SELECT {FILE_COLUMNS} FROM file_info f WHERE "));
-        b.push(if q.deleted { "f.deleted_at IS NOT NULL" } else { "f.deleted_at IS NULL" });
-        if let Some(owner) = q.owner_id {
-            b.push(" AND f.user_id = ").push_bind(owner);
-        }
-        if let Some(prefix) = &q.mime_prefix {
-            // A range scan on the mime_type index ("C" collation): [prefix, prefix + U+10FFFF).
-            b.push(" AND f.mime_type >= ").push_bind(prefix.clone());
-            b.push(" AND f.mime_type < ").push_bind(format!("{prefix}\u{10FFFF}"));
-        }
-        if let Some(tag) = &q.tag {
-            b.push(" AND EXISTS (SELECT 1 FROM file_tags t WHERE t.file_id = f.id AND t.tag = ").push_bind(tag.clone());
-            b.push(")");
-        }
-        if let Some(min) = q.min_size {
-            b.push(" AND f.file_size >= ").push_bind(min);
-        }
-        if let Some(max) = q.max_size {
-            b.push(" AND f.file_size <= ").push_bind(max);
-        }
-        if let Some(from) = q.from {
-            b.push(" AND f.upload_time >= ").push_bind(from);
-        }
-        if let Some(to) = q.to {
-            b.push(" AND f.upload_time < ").push_bind(to);
-        }
-        let column = match q.sort {
-            SortKey::UploadTime => "f.upload_time",
-            SortKey::Name => "f.name",
-            SortKey::Size => "f.file_size",
-        };
-        let (cmp, dir) = match q.order {
-            SortOrder::Asc => (">", "ASC"),
-            SortOrder::Desc => ("<", "DESC"),
-        };
-        if let Some(after) = &q.after {
-            b.push(format_args!(" AND ({column}, f.id) {cmp} ("));
-            match (&after.value, q.sort) {
-                (CursorValue::Int(us), SortKey::UploadTime) => b.push_bind(
-                    DateTime::from_timestamp_micros(*us).ok_or_else(|| DbError::Corrupt("cursor time".into()))?,
-                ),
-                (CursorValue::Int(v), _) => b.push_bind(*v),
-                (CursorValue::Text(v), _) => b.push_bind(v.clone()),
-            };
-            b.push(", ").push_bind(after.id).push(")");
-        }
-        b.push(format_args!(" ORDER BY {column} {dir}, f.id {dir} LIMIT ")).push_bind(i64::from(q.limit) + 1);
+        push_list_query(&mut b, q, |t| t)?;
         let rows: Vec<FileRow> = b.build_query_as().fetch_all(self.pool()?).await?;
         rows.into_iter().map(FileMeta::try_from).collect()
     }
