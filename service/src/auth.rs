@@ -1,19 +1,41 @@
 //! API keys: how they are made, stored (only a hash), and checked on every `/api/v1` request.
+//!
+//! The hot path asks no database once warm: a key's owner comes from this instance's [`KeyCache`] and the
+//! owner's role and state from `user:perm:{user_id}`. Revocation must still bite at once everywhere, so any
+//! change to keys or users moves the cache's `auth` generation; instances sharing a Redis poll it several
+//! times a second and drop their key cache when it moves, and an instance that cannot tell whether it moved
+//! (Redis unreachable, poller late) stops trusting its key cache until it can.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use base64::Engine as _;
-use chrono::{TimeDelta, Utc};
+use chrono::Utc;
 use http::request::Parts;
 use rand::RngCore as _;
+use tokio::sync::RwLock;
+use uuid::Uuid;
 
-use crate::domain::Caller;
+use crate::cache::{Cache, Family};
+use crate::db::MetaStore;
+use crate::domain::{Caller, User};
 use crate::http::{ApiError, AppState};
 
 const KEY_PREFIX: &str = "fwb_";
 /// Characters of the key kept in clear (after `fwb_`) to tell keys apart in listings.
 const SHOWN_CHARS: usize = 8;
 /// `last_used_at` is written at most this often per key, so reads do not become writes.
-const TOUCH_INTERVAL: TimeDelta = TimeDelta::minutes(5);
+const TOUCH_INTERVAL_SECS: i64 = 300;
+/// The generation that any change to keys or users moves.
+const AUTH_GENERATION: &str = "auth";
+/// How often instances sharing a Redis look at the generation…
+const POLL_EVERY: Duration = Duration::from_millis(250);
+/// …and how old their last look may be before the key cache is not trusted (the revocation bound).
+const TRUST_FOR: Duration = Duration::from_millis(750);
+/// Cached keys are looked up again after this even without any change.
+const KEY_TTL: Duration = Duration::from_secs(300);
 
 /// A new key: the secret shown once, its stored hash and its visible prefix.
 #[derive(Debug)]
@@ -38,6 +60,87 @@ pub(crate) fn hash_key(secret: &str) -> String {
     blake3::hash(secret.as_bytes()).to_hex().to_string()
 }
 
+struct CachedKey {
+    user_id: Uuid,
+    key_id: Uuid,
+    /// Unix seconds of the last `last_used_at` write.
+    touched: AtomicI64,
+}
+
+/// This instance's map from key hash to owner, and what it needs to know when to forget it.
+pub(crate) struct KeyCache {
+    entries: moka::future::Cache<String, Arc<CachedKey>>,
+    /// Bumped (under the write lock) whenever the entries are dropped; a lookup that started under an older
+    /// epoch does not insert its result, so a revocation racing a lookup cannot leave a stale entry behind.
+    epoch: RwLock<u64>,
+    /// Milliseconds since `started` until which the entries may be trusted; `u64::MAX` for a private cache.
+    trusted_until_ms: AtomicU64,
+    started: tokio::time::Instant,
+    /// Counts lookups that went to the database (`auth_db_lookups_total`), so tests and operators see the
+    /// hot path stay off it.
+    db_lookups: metrics::Counter,
+}
+
+impl KeyCache {
+    pub(crate) fn new(cache: &Cache, metrics: &crate::telemetry::Metrics) -> Arc<Self> {
+        let shared = cache.is_shared();
+        Arc::new(Self {
+            entries: moka::future::Cache::builder().max_capacity(100_000).time_to_live(KEY_TTL).build(),
+            epoch: RwLock::new(0),
+            trusted_until_ms: AtomicU64::new(if shared { 0 } else { u64::MAX }),
+            started: tokio::time::Instant::now(),
+            db_lookups: metrics.counter("auth_db_lookups_total", Vec::new()),
+        })
+    }
+
+    fn trusted(&self) -> bool {
+        let now = self.started.elapsed().as_millis() as u64;
+        now < self.trusted_until_ms.load(Ordering::Acquire)
+    }
+
+    async fn forget_all(&self) {
+        let mut epoch = self.epoch.write().await;
+        *epoch += 1;
+        self.entries.invalidate_all();
+    }
+
+    /// Keeps the key cache honest while other instances share the Redis: polls the `auth` generation.
+    pub(crate) fn spawn_poller(self: &Arc<Self>, cache: Cache) {
+        if !cache.is_shared() {
+            return;
+        }
+        let this = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut seen = None;
+            let mut tick = tokio::time::interval(POLL_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(this) = this.upgrade() else { return };
+                let asked_at = this.started.elapsed();
+                match cache.generation(AUTH_GENERATION).await {
+                    Some(generation) => {
+                        if seen != Some(generation) {
+                            this.forget_all().await;
+                            seen = Some(generation);
+                        }
+                        let until = asked_at + TRUST_FOR;
+                        this.trusted_until_ms.store(until.as_millis() as u64, Ordering::Release);
+                    }
+                    // Unknown: the entries fall out of trust by themselves once TRUST_FOR has passed.
+                    None => seen = None,
+                }
+            }
+        });
+    }
+}
+
+/// Tells every instance that keys or users changed: drops this instance's key cache and moves the generation.
+pub(crate) async fn keys_changed(state: &AppState) {
+    state.keys.forget_all().await;
+    state.cache.bump_generation(AUTH_GENERATION).await;
+}
+
 fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     let value = parts.headers.get(http::header::AUTHORIZATION).ok_or(ApiError::Unauthorized("missing-api-key"))?;
     let value = value.to_str().map_err(|_| ApiError::Unauthorized("invalid-authorization"))?;
@@ -48,6 +151,54 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     Ok(token.trim())
 }
 
+/// The user's role and state through `user:perm:{user_id}`.
+async fn permissions(cache: &Cache, db: &Arc<dyn MetaStore>, user_id: Uuid) -> Result<Option<User>, ApiError> {
+    Ok(cache.get_or_load_json(Family::UserPerm, &user_id.to_string(), async || db.get_user(user_id).await).await?)
+}
+
+fn touch(state: &AppState, key: &CachedKey) {
+    let now = Utc::now();
+    let last = key.touched.load(Ordering::Relaxed);
+    if now.timestamp() - last < TOUCH_INTERVAL_SECS
+        || key.touched.compare_exchange(last, now.timestamp(), Ordering::Relaxed, Ordering::Relaxed).is_err()
+    {
+        return;
+    }
+    let (db, key_id) = (state.db.clone(), key.key_id);
+    tokio::spawn(async move {
+        if let Err(e) = db.touch_api_key(key_id, now).await {
+            tracing::warn!(error = %e, "could not record key use");
+        }
+    });
+}
+
+async fn authenticate(state: &AppState, token: &str) -> Result<Caller, ApiError> {
+    let hash = hash_key(token);
+    let keys = &state.keys;
+    let cached = if keys.trusted() { keys.entries.get(&hash).await } else { None };
+    let key = match cached {
+        Some(key) => key,
+        None => {
+            let epoch = *keys.epoch.read().await;
+            keys.db_lookups.increment(1);
+            let (user, key) = state.db.authenticate(&hash).await?.ok_or(ApiError::Unauthorized("invalid-api-key"))?;
+            let touched = key.last_used_at.map_or(0, |t| t.timestamp());
+            let entry = Arc::new(CachedKey { user_id: user.id, key_id: key.id, touched: AtomicI64::new(touched) });
+            let current = keys.epoch.read().await;
+            if *current == epoch && keys.trusted() {
+                keys.entries.insert(hash, entry.clone()).await;
+            }
+            entry
+        }
+    };
+    touch(state, &key);
+    let user = permissions(&state.cache, &state.db, key.user_id).await?;
+    match user {
+        Some(user) if user.disabled_at.is_none() => Ok(Caller { user }),
+        _ => Err(ApiError::Unauthorized("invalid-api-key")),
+    }
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
@@ -55,19 +206,7 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(caller) = parts.extensions.get::<Caller>() {
             return Ok(caller.clone());
         }
-        let token = bearer(parts)?;
-        let (user, key) =
-            state.db.authenticate(&hash_key(token)).await?.ok_or(ApiError::Unauthorized("invalid-api-key"))?;
-        let now = Utc::now();
-        if key.last_used_at.is_none_or(|t| now - t > TOUCH_INTERVAL) {
-            let db = state.db.clone();
-            tokio::spawn(async move {
-                if let Err(e) = db.touch_api_key(key.id, now).await {
-                    tracing::warn!(error = %e, "could not record key use");
-                }
-            });
-        }
-        let caller = Caller { user };
+        let caller = authenticate(state, bearer(parts)?).await?;
         parts.extensions.insert(caller.clone());
         Ok(caller)
     }

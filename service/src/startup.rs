@@ -9,7 +9,7 @@ use axum::Router;
 use secrecy::ExposeSecret as _;
 use tokio::net::TcpListener;
 
-use crate::auth::NewKey;
+use crate::auth::{KeyCache, NewKey};
 use crate::blob::local::LocalStore;
 use crate::cache::memory::MemoryCache;
 use crate::cache::redis::RedisCache;
@@ -57,7 +57,9 @@ async fn open_context(config: Config) -> anyhow::Result<AppContext> {
         )
     };
     let cache = Cache::new(backend, &cache_config.namespace, &metrics);
-    Ok(AppContext { db, blobs: Arc::new(blobs), cache, metrics, blob_locks: BlobLocks::new(), config })
+    let keys = KeyCache::new(&cache, &metrics);
+    keys.spawn_poller(cache.clone());
+    Ok(AppContext { db, keys, blobs: Arc::new(blobs), cache, metrics, blob_locks: BlobLocks::new(), config })
 }
 
 impl Application {

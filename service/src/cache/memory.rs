@@ -35,6 +35,8 @@ impl Expiry<String, Entry> for PerEntryTtl {
 
 pub(crate) struct MemoryCache {
     inner: Moka<String, Entry>,
+    /// Counters live apart from cached values: they must not be evicted.
+    counters: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl MemoryCache {
@@ -44,7 +46,7 @@ impl MemoryCache {
             .weigher(|key: &String, entry: &Entry| u32::try_from(key.len() + entry.value.len()).unwrap_or(u32::MAX))
             .expire_after(PerEntryTtl)
             .build();
-        Self { inner }
+        Self { inner, counters: Default::default() }
     }
 }
 
@@ -66,7 +68,22 @@ impl CacheBackend for MemoryCache {
         Ok(())
     }
 
+    async fn incr(&self, key: &str) -> Result<u64, CacheError> {
+        let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        let value = counters.entry(key.to_owned()).or_insert(0);
+        *value += 1;
+        Ok(*value)
+    }
+
+    async fn counter(&self, key: &str) -> Result<u64, CacheError> {
+        Ok(self.counters.lock().unwrap_or_else(|e| e.into_inner()).get(key).copied().unwrap_or(0))
+    }
+
     async fn ping(&self) -> Result<(), CacheError> {
         Ok(())
+    }
+
+    fn is_shared(&self) -> bool {
+        false
     }
 }

@@ -93,7 +93,13 @@ pub(crate) trait CacheBackend: Send + Sync + 'static {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError>;
     async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), CacheError>;
     async fn delete(&self, keys: &[String]) -> Result<(), CacheError>;
+    /// Adds one to a counter (created at 0) and returns the new value; counters do not expire.
+    async fn incr(&self, key: &str) -> Result<u64, CacheError>;
+    /// A counter's value; 0 when it was never incremented.
+    async fn counter(&self, key: &str) -> Result<u64, CacheError>;
     async fn ping(&self) -> Result<(), CacheError>;
+    /// Whether other instances may share this cache (and so must hear of changes through it).
+    fn is_shared(&self) -> bool;
 }
 
 struct FamilyCounters {
@@ -230,6 +236,36 @@ impl Cache {
         let id = file_id.to_string();
         let keys = [Family::FileMeta, Family::FileContent, Family::Thumbnail].map(|f| self.key(f, &id));
         if let Err(e) = self.backend.delete(&keys).await {
+            self.failed(&e, "invalidation");
+        }
+    }
+
+    /// The current value of generation counter `name` (`{namespace}:gen:{name}`); `None` when the backend failed.
+    /// Generations let every instance sharing the cache notice a change without scanning keys.
+    pub(crate) async fn generation(&self, name: &str) -> Option<u64> {
+        match self.backend.counter(&format!("{}:gen:{name}", self.namespace)).await {
+            Ok(g) => Some(g),
+            Err(e) => {
+                self.failed(&e, "generation read");
+                None
+            }
+        }
+    }
+
+    /// Moves generation counter `name` on, telling every instance that what it names changed.
+    pub(crate) async fn bump_generation(&self, name: &str) {
+        if let Err(e) = self.backend.incr(&format!("{}:gen:{name}", self.namespace)).await {
+            self.failed(&e, "generation bump");
+        }
+    }
+
+    pub(crate) fn is_shared(&self) -> bool {
+        self.backend.is_shared()
+    }
+
+    /// Forgets a user's cached permissions.
+    pub(crate) async fn invalidate_user(&self, user_id: Uuid) {
+        if let Err(e) = self.backend.delete(&[self.key(Family::UserPerm, &user_id.to_string())]).await {
             self.failed(&e, "invalidation");
         }
     }

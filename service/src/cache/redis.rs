@@ -141,6 +141,19 @@ impl CacheBackend for RedisCache {
         result
     }
 
+    async fn incr(&self, key: &str) -> Result<u64, CacheError> {
+        self.command(async |mut c| c.incr(key, 1u64).await).await
+    }
+
+    async fn counter(&self, key: &str) -> Result<u64, CacheError> {
+        let value: Option<u64> = self.command(async |mut c| c.get(key).await).await?;
+        Ok(value.unwrap_or(0))
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
     async fn ping(&self) -> Result<(), CacheError> {
         self.run(async |mut c| redis::cmd("PING").query_async::<()>(&mut c).await).await
     }

@@ -81,6 +81,16 @@ pub(crate) struct NewUser {
     pub(crate) quota_bytes: Option<i64>,
 }
 
+/// A change to a user; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct UserPatch {
+    pub(crate) role: Option<Role>,
+    /// `Some(None)` removes the quota.
+    pub(crate) quota_bytes: Option<Option<i64>>,
+    /// `Some(true)` disables the user (their keys stop working), `Some(false)` enables them again.
+    pub(crate) disabled: Option<bool>,
+}
+
 #[async_trait]
 pub(crate) trait MetaStore: Send + Sync + 'static {
     /// A round trip to the database, for readiness.
@@ -89,6 +99,8 @@ pub(crate) trait MetaStore: Send + Sync + 'static {
     async fn create_user(&self, user: &NewUser) -> Result<User, DbError>;
     async fn get_user(&self, id: Uuid) -> Result<Option<User>, DbError>;
     async fn list_users(&self) -> Result<Vec<User>, DbError>;
+    /// Changes a user's role, quota or disabled state; `None` when there is no such user.
+    async fn update_user(&self, id: Uuid, patch: &UserPatch) -> Result<Option<User>, DbError>;
 
     async fn create_api_key(&self, user_id: Uuid, key_hash: &str, prefix: &str) -> Result<ApiKey, DbError>;
     async fn list_api_keys(&self, user_id: Uuid) -> Result<Vec<ApiKey>, DbError>;

@@ -15,7 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, FromRow, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use super::{DbError, MetaStore, NewUser, PoolSettings, Purged, push_list_query};
+use super::{DbError, MetaStore, NewUser, PoolSettings, Purged, UserPatch, push_list_query};
 use crate::domain::{ApiKey, FileMeta, FilePatch, FileQuery, NewFile, Role, User, Visibility};
 
 pub(crate) struct PostgresStore {
@@ -209,6 +209,26 @@ impl MetaStore for PostgresStore {
         let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY id");
         let rows: Vec<UserRow> = sqlx::query_as(AssertSqlSafe(sql)).fetch_all(self.pool()?).await?;
         rows.into_iter().map(User::try_from).collect()
+    }
+
+    async fn update_user(&self, id: Uuid, patch: &UserPatch) -> Result<Option<User>, DbError> {
+        let sql = format!(
+            "UPDATE users SET role = COALESCE($1, role), \
+             quota_bytes = CASE WHEN $2 THEN $3 ELSE quota_bytes END, \
+             disabled_at = CASE WHEN $4::boolean IS NULL THEN disabled_at WHEN $5 THEN COALESCE(disabled_at, $6) ELSE NULL END \
+             WHERE id = $7 RETURNING {USER_COLUMNS}"
+        );
+        let row: Option<UserRow> = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(patch.role.map(Role::as_str))
+            .bind(patch.quota_bytes.is_some())
+            .bind(patch.quota_bytes.flatten())
+            .bind(patch.disabled)
+            .bind(patch.disabled)
+            .bind(Utc::now())
+            .bind(id)
+            .fetch_optional(self.pool()?)
+            .await?;
+        row.map(User::try_from).transpose()
     }
 
     async fn create_api_key(&self, user_id: Uuid, key_hash: &str, prefix: &str) -> Result<ApiKey, DbError> {

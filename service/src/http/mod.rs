@@ -25,6 +25,7 @@ use utoipa_axum::router::OpenApiRouter;
 pub(crate) use error::ApiError;
 pub(crate) use users::validate_user_name;
 
+use crate::auth::KeyCache;
 use crate::blob::BlobStore;
 use crate::cache::Cache;
 use crate::config::Config;
@@ -39,6 +40,8 @@ pub(crate) struct AppContext {
     /// File bytes.
     pub(crate) blobs: Arc<dyn BlobStore>,
     pub(crate) cache: Cache,
+    /// Which key belongs to whom, so authentication needs no database query once warm.
+    pub(crate) keys: Arc<KeyCache>,
     pub(crate) metrics: Metrics,
     /// Serialises storing and releasing the same content, so a purge cannot remove bytes an upload just reused.
     pub(crate) blob_locks: BlobLocks,

@@ -10,14 +10,15 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{ApiError, AppState};
-use crate::auth::NewKey;
-use crate::db::{DbError, NewUser};
+use crate::auth::{self, NewKey};
+use crate::db::{DbError, NewUser, UserPatch};
 use crate::domain::{ApiKey, Caller, Role, User};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_user, list_users))
         .routes(routes!(get_me))
+        .routes(routes!(update_user))
         .routes(routes!(issue_key, list_keys))
         .routes(routes!(revoke_key))
 }
@@ -96,6 +97,47 @@ async fn get_me(caller: Caller) -> Json<User> {
     Json(caller.user)
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpdateUser {
+    role: Option<Role>,
+    /// A number of bytes, or `null` to remove the quota.
+    #[serde(default, deserialize_with = "present")]
+    quota_bytes: Option<Option<i64>>,
+    /// `true` disables the user: every key of theirs stops working at once.
+    disabled: Option<bool>,
+}
+
+/// Tells a field sent as `null` (`Some(None)`) from one not sent at all (`None`, the default).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
+    Option::<i64>::deserialize(d).map(Some)
+}
+
+/// Change a user's role, quota or disabled state (admin).
+#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users", request_body = UpdateUser,
+    params(("id" = Uuid, Path, description = "user id")),
+    responses((status = 200, body = User), (status = 403), (status = 404)))]
+async fn update_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(user_id): Path<Uuid>,
+    Json(body): Json<UpdateUser>,
+) -> Result<Json<User>, ApiError> {
+    require_admin(&caller)?;
+    if body.quota_bytes.flatten().is_some_and(|q| q < 0) {
+        return Err(ApiError::BadRequest("invalid-quota", "quota_bytes must not be negative".into()));
+    }
+    let patch = UserPatch { role: body.role, quota_bytes: body.quota_bytes, disabled: body.disabled };
+    let user = state
+        .db
+        .update_user(user_id, &patch)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("user-not-found", "user not found".into()))?;
+    state.cache.invalidate_user(user_id).await;
+    auth::keys_changed(&state).await;
+    Ok(Json(user))
+}
+
 /// A key as issued: the secret appears here once and is never stored.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct IssuedKey {
@@ -144,6 +186,7 @@ async fn revoke_key(
 ) -> Result<StatusCode, ApiError> {
     require_self_or_admin(&caller, user_id)?;
     if state.db.revoke_api_key(user_id, key_id).await? {
+        auth::keys_changed(&state).await;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound("key-not-found", "no such live key".into()))

@@ -15,6 +15,8 @@ pub(crate) struct TestApp {
     pub(crate) admin_key: String,
     pub(crate) client: Client,
     pub(crate) data_dir: tempfile::TempDir,
+    /// What the instance was started with (a sibling instance starts from it).
+    pub(crate) config: Config,
     _database: Option<crate::backends::TestDatabase>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -65,14 +67,33 @@ pub(crate) async fn spawn_configured(
     data_dir: tempfile::TempDir,
     database: Option<crate::backends::TestDatabase>,
 ) -> TestApp {
-    let app = Application::build(config).await.expect("the application builds");
+    let app = Application::build(config.clone()).await.expect("the application builds");
     let admin = app.create_user("admin", "admin").await.expect("admin created");
+    serve(app, config, admin.key, data_dir, database)
+}
+
+/// A second instance beside `first`: same database and cache, its own port and data directory.
+pub(crate) async fn spawn_sibling(first: &TestApp) -> TestApp {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut config = first.config.clone();
+    config.storage.data_dir = data_dir.path().to_owned();
+    let app = Application::build(config.clone()).await.expect("the application builds");
+    serve(app, config, first.admin_key.clone(), data_dir, None)
+}
+
+fn serve(
+    app: Application,
+    config: Config,
+    admin_key: String,
+    data_dir: tempfile::TempDir,
+    database: Option<crate::backends::TestDatabase>,
+) -> TestApp {
     let address = format!("http://127.0.0.1:{}", app.port());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run_until_stopped(async move {
         let _ = stopped.await;
     }));
-    TestApp { address, admin_key: admin.key, client: Client::new(), data_dir, _database: database, _stop: stop }
+    TestApp { address, admin_key, client: Client::new(), data_dir, config, _database: database, _stop: stop }
 }
 
 /// A user created through the API, with their key.

@@ -1,5 +1,6 @@
 //! Integration tests: the real application on a real port, on the embedded backend.
 
+mod auth;
 mod backends;
 mod content;
 mod faults;
