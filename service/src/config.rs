@@ -23,6 +23,7 @@ pub struct Config {
     pub blob: BlobConfig,
     pub upload: UploadConfig,
     pub download: DownloadConfig,
+    pub cors: CorsConfig,
     pub log: LogConfig,
 }
 
@@ -162,6 +163,14 @@ impl Default for DownloadConfig {
     }
 }
 
+/// Cross-origin access from browsers; off unless origins are listed.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// Origins allowed to call the API from a browser, e.g. `https://app.example.com`; empty turns CORS off.
+    pub allowed_origins: Vec<String>,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -235,6 +244,17 @@ impl Config {
         let redis = self.cache.redis_url.expose_secret();
         if !(redis.is_empty() || redis.starts_with("redis://") || redis.starts_with("rediss://")) {
             return bad("cache.redis_url", "must start with redis:// or rediss://");
+        }
+        for origin in &self.cors.allowed_origins {
+            let valid = (origin.starts_with("https://") || origin.starts_with("http://"))
+                && !origin.ends_with('/')
+                && http::HeaderValue::from_str(origin).is_ok();
+            if !valid {
+                return bad(
+                    "cors.allowed_origins",
+                    "each origin is scheme://host[:port] with no path or trailing slash",
+                );
+            }
         }
         if self.cache.namespace.is_empty() || self.cache.namespace.contains(char::is_whitespace) {
             return bad("cache.namespace", "must be non-empty and contain no whitespace");

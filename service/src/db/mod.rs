@@ -124,6 +124,8 @@ pub(crate) trait MetaStore: Send + Sync + 'static {
     ) -> Result<Option<FileMeta>, DbError>;
     /// Removes the row for good and drops its blob reference, in one transaction.
     async fn purge_file(&self, id: Uuid) -> Result<Option<Purged>, DbError>;
+    /// Bytes counted against the user's quota: every file of theirs not purged, the trash included.
+    async fn used_bytes(&self, user_id: Uuid) -> Result<i64, DbError>;
     /// How many files refer to a blob; `None` when it has no row.
     async fn blob_ref_count(&self, content_hash: &str) -> Result<Option<i64>, DbError>;
     /// A page of files, `limit + 1` rows at most so the caller knows whether another page follows.

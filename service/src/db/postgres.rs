@@ -400,6 +400,13 @@ impl MetaStore for PostgresStore {
         Ok(Some(Purged { content_hash, blob_released: refs == 0 }))
     }
 
+    async fn used_bytes(&self, user_id: Uuid) -> Result<i64, DbError> {
+        Ok(sqlx::query_scalar("SELECT COALESCE(SUM(file_size), 0)::BIGINT FROM file_info WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_one(self.pool()?)
+            .await?)
+    }
+
     async fn blob_ref_count(&self, content_hash: &str) -> Result<Option<i64>, DbError> {
         Ok(sqlx::query_scalar("SELECT ref_count FROM blobs WHERE content_hash = $1")
             .bind(content_hash)

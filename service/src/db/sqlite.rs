@@ -390,6 +390,13 @@ impl MetaStore for SqliteStore {
         Ok(Some(Purged { content_hash, blob_released: refs == 0 }))
     }
 
+    async fn used_bytes(&self, user_id: Uuid) -> Result<i64, DbError> {
+        Ok(sqlx::query_scalar("SELECT COALESCE(SUM(file_size), 0) FROM file_info WHERE user_id = ?")
+            .bind(user_id)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     async fn blob_ref_count(&self, content_hash: &str) -> Result<Option<i64>, DbError> {
         Ok(sqlx::query_scalar("SELECT ref_count FROM blobs WHERE content_hash = ?")
             .bind(content_hash)

@@ -78,7 +78,6 @@ async fn download_file(
 
     let mut res_headers = validators;
     res_headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    res_headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     res_headers.insert(
         header::CONTENT_DISPOSITION,
         HeaderValue::try_from(content_disposition(&meta.name))

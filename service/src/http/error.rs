@@ -34,6 +34,9 @@ pub(crate) enum ApiError {
     PreconditionFailed,
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// 413: the upload would take the user over their storage quota.
+    #[error("{0}")]
+    QuotaExceeded(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
     /// 416 carrying the representation's length for `Content-Range: bytes */len`.
@@ -55,7 +58,7 @@ impl ApiError {
             ApiError::NotFound(..) => StatusCode::NOT_FOUND,
             ApiError::Conflict(..) => StatusCode::CONFLICT,
             ApiError::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
-            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge(_) | ApiError::QuotaExceeded(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -72,6 +75,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::PreconditionFailed => "precondition-failed",
             ApiError::PayloadTooLarge(_) => "file-too-large",
+            ApiError::QuotaExceeded(_) => "quota-exceeded",
             ApiError::UnsupportedMediaType(_) => "file-type-denied",
             ApiError::RangeNotSatisfiable(_) => "range-not-satisfiable",
             ApiError::Unavailable(_) => "database-unavailable",

@@ -76,14 +76,15 @@ async fn writable_file(state: &AppState, caller: &Caller, id: Uuid) -> Result<Fi
 struct Intake<'a> {
     writer: Box<dyn BlobWriter>,
     state: &'a AppState,
+    limit: Limit,
     /// The first bytes, held back until the type is known.
     head: Vec<u8>,
     mime: Option<String>,
 }
 
 impl<'a> Intake<'a> {
-    async fn new(state: &'a AppState) -> Result<Self, ApiError> {
-        Ok(Self { writer: state.blobs.writer().await?, state, head: Vec::new(), mime: None })
+    async fn new(state: &'a AppState, limit: Limit) -> Result<Self, ApiError> {
+        Ok(Self { writer: state.blobs.writer().await?, state, limit, head: Vec::new(), mime: None })
     }
 
     fn received(&self) -> u64 {
@@ -91,9 +92,8 @@ impl<'a> Intake<'a> {
     }
 
     async fn push(&mut self, chunk: Bytes) -> Result<(), ApiError> {
-        let max = self.state.config.upload.max_bytes;
-        if self.received() + chunk.len() as u64 > max {
-            return Err(too_large(max));
+        if self.received() + chunk.len() as u64 > self.limit.bytes() {
+            return Err(self.limit.error());
         }
         if self.mime.is_some() {
             return Ok(self.writer.write(&chunk).await?);
@@ -155,6 +155,40 @@ fn record_upload(state: &AppState, meta: &FileMeta, took: std::time::Duration) {
     state.metrics.histogram("file_upload_duration_seconds", labels).record(took.as_secs_f64());
 }
 
+/// The most bytes an upload may have: the size limit, or what is left of the caller's quota if that is less.
+#[derive(Debug, Clone, Copy)]
+enum Limit {
+    Size(u64),
+    Quota { remaining: u64 },
+}
+
+impl Limit {
+    async fn for_caller(state: &AppState, caller: &Caller) -> Result<Self, ApiError> {
+        let max = state.config.upload.max_bytes;
+        let Some(quota) = caller.user.quota_bytes else { return Ok(Limit::Size(max)) };
+        // Concurrent uploads by one user each see the same remainder, so together they may overshoot a little.
+        let used = state.db.used_bytes(caller.user.id).await?;
+        let remaining = u64::try_from(quota.saturating_sub(used)).unwrap_or(0);
+        Ok(if remaining < max { Limit::Quota { remaining } } else { Limit::Size(max) })
+    }
+
+    fn bytes(self) -> u64 {
+        match self {
+            Limit::Size(max) => max,
+            Limit::Quota { remaining } => remaining,
+        }
+    }
+
+    fn error(self) -> ApiError {
+        match self {
+            Limit::Size(max) => too_large(max),
+            Limit::Quota { remaining } => {
+                ApiError::QuotaExceeded(format!("the file does not fit in your storage quota ({remaining} bytes left)"))
+            }
+        }
+    }
+}
+
 fn too_large(max: u64) -> ApiError {
     ApiError::PayloadTooLarge(format!("the file exceeds the limit of {max} bytes"))
 }
@@ -210,8 +244,9 @@ async fn upload_file(
         .map(|v| v.ok_or_else(|| ApiError::BadRequest("invalid-header", "Content-Length is not a number".into())))
         .transpose()?;
     // Refuse a declared oversize body before reading a byte of it.
-    if declared.is_some_and(|len| len > max + if is_multipart { MULTIPART_OVERHEAD } else { 0 }) {
-        return Err(too_large(max));
+    let limit = Limit::for_caller(&state, &caller).await?;
+    if declared.is_some_and(|len| len > limit.bytes() + if is_multipart { MULTIPART_OVERHEAD } else { 0 }) {
+        return Err(limit.error());
     }
 
     let mut tags = params.tags.as_deref().map(parse_tags).transpose()?.unwrap_or_default();
@@ -220,7 +255,7 @@ async fn upload_file(
     if !is_multipart && name.is_none() {
         return Err(ApiError::BadRequest("invalid-name", "a file name is required (?name=)".into()));
     }
-    let mut intake = Intake::new(&state).await?;
+    let mut intake = Intake::new(&state, limit).await?;
 
     if is_multipart {
         let mut multipart = Multipart::from_request(request, &state)

@@ -14,10 +14,13 @@ use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use http::{HeaderValue, header};
 use metrics::Label;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer as SetHeader;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
@@ -94,6 +97,7 @@ impl utoipa::Modify for BearerAuth {
 
 /// The whole application: routes, OpenAPI document and middleware.
 pub(crate) fn router(state: AppState) -> Router {
+    let cors = cors_layer(&state.config);
     let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(files::router())
         .merge(content::router())
@@ -122,6 +126,53 @@ pub(crate) fn router(state: AppState) -> Router {
             .layer(middleware::from_fn(error::shape_errors))
             .layer(CatchPanicLayer::new()),
     )
+    // Headers for an API that serves no HTML: nothing is to be sniffed, framed, or sent a referrer, and
+    // responses are not stored by shared caches unless a handler says otherwise (content does).
+    .layer(
+        ServiceBuilder::new()
+            .layer(SetHeader::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+            .layer(SetHeader::overriding(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+            .layer(SetHeader::overriding(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'; sandbox"),
+            ))
+            .layer(SetHeader::overriding(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
+            .layer(SetHeader::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))),
+    )
+    .layer(cors)
+}
+
+/// CORS as configured: no layer effect at all when no origin is listed.
+fn cors_layer(config: &Config) -> CorsLayer {
+    use http::Method;
+    use http::header::HeaderName;
+    let origins: Vec<HeaderValue> =
+        config.cors.allowed_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    if origins.is_empty() {
+        return CorsLayer::new();
+    }
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::PATCH, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::RANGE,
+            header::IF_MATCH,
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+            header::IF_UNMODIFIED_SINCE,
+            header::IF_RANGE,
+        ])
+        .expose_headers([
+            header::CONTENT_RANGE,
+            header::CONTENT_DISPOSITION,
+            header::ETAG,
+            header::LOCATION,
+            header::ACCEPT_RANGES,
+            HeaderName::from_static("x-request-id"),
+        ])
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 /// Records `http_request_duration_seconds{method,endpoint,status}`, the endpoint being the route template.

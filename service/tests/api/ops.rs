@@ -86,6 +86,53 @@ async fn the_openapi_document_lists_the_routes(b: Backend) {
     assert!(doc["components"]["schemas"].get("FileMeta").is_some());
 }
 
+async fn api_responses_carry_security_headers_and_no_cors_by_default(b: Backend) {
+    let app = spawn_app(&b).await;
+    for res in [
+        app.get(&app.admin_key, "/api/v1/users/me").send().await.unwrap(),
+        app.client.get(app.url("/api/v1/files")).send().await.unwrap(),
+    ] {
+        let h = res.headers();
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert_eq!(h["x-frame-options"], "DENY");
+        assert_eq!(h["referrer-policy"], "no-referrer");
+        assert!(h["content-security-policy"].to_str().unwrap().starts_with("default-src 'none'"));
+        assert_eq!(h["cache-control"], "no-store");
+    }
+    let meta = app.upload(&app.admin_key, "x", b"x".to_vec()).await;
+    let res = app.download(&app.admin_key, meta["id"].as_str().unwrap()).await;
+    assert_eq!(res.headers()["cache-control"], "private, no-cache", "content keeps its own caching policy");
+
+    let preflight = app
+        .client
+        .request(reqwest::Method::OPTIONS, app.url("/api/v1/files"))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.headers().get("access-control-allow-origin").is_none());
+}
+
+async fn cors_answers_only_the_configured_origins(b: Backend) {
+    let app =
+        crate::helpers::spawn_app_with(&b, |c| c.cors.allowed_origins = vec!["https://app.example.com".into()]).await;
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, app.url("/api/v1/files"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization,content-type")
+            .send()
+    };
+    let ok = preflight("https://app.example.com").await.unwrap();
+    assert_eq!(ok.headers()["access-control-allow-origin"], "https://app.example.com");
+    let methods = ok.headers()["access-control-allow-methods"].to_str().unwrap().to_owned();
+    assert!(methods.contains("POST"), "{methods}");
+    let other = preflight("https://evil.example.com").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}
+
 fn binary() -> Command {
     Command::new(env!("CARGO_BIN_EXE_filewallball"))
 }
@@ -162,6 +209,8 @@ async fn the_binary_creates_an_admin_serves_with_its_key_and_stops_on_sigterm() 
 }
 
 on_both_backends!(
+    api_responses_carry_security_headers_and_no_cors_by_default,
+    cors_answers_only_the_configured_origins,
     readiness_checks_database_cache_and_blob_store,
     readiness_fails_when_the_blob_store_is_gone,
     request_latency_is_recorded_per_route_template,

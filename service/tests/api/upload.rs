@@ -210,7 +210,46 @@ async fn an_upload_without_a_name_is_a_400(b: Backend) {
     assert_eq!(app.stored_blobs() + app.temp_files(), 0);
 }
 
+async fn an_upload_over_the_quota_is_413_before_it_is_stored_and_purging_frees_room(b: Backend) {
+    let app = spawn_app(&b).await;
+    let alice = app.create_user("alice").await;
+    let res = app
+        .client
+        .patch(app.url(&format!("/api/v1/users/{}", alice.id)))
+        .bearer_auth(&app.admin_key)
+        .json(&serde_json::json!({"quota_bytes": 10_000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let first = app.upload(&alice.key, "a.bin", pattern(6000, 1)).await;
+
+    // Declared too big for what is left: refused before the body is read.
+    let res = app.upload_raw(&alice.key, "b.bin", pattern(6000, 2)).await;
+    assert_eq!(res.status(), 413);
+    assert_eq!(error_code(res).await, "quota-exceeded");
+    // Not declared: refused while counting.
+    let chunks = (0..3u64).map(|i| Ok::<_, std::io::Error>(Bytes::from(pattern(2000, 10 + i))));
+    let res = app
+        .post(&alice.key, "/api/v1/files")
+        .query(&[("name", "c.bin")])
+        .body(reqwest::Body::wrap_stream(stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 413);
+    assert_eq!((app.stored_blobs(), app.temp_files()), (1, 0));
+
+    // The trash still counts; purging frees the room.
+    let id = first["id"].as_str().unwrap();
+    app.client.delete(app.url(&format!("/api/v1/files/{id}"))).bearer_auth(&alice.key).send().await.unwrap();
+    assert_eq!(app.upload_raw(&alice.key, "b.bin", pattern(6000, 2)).await.status(), 413);
+    app.post(&app.admin_key, &format!("/api/v1/files/{id}/purge")).send().await.unwrap();
+    app.upload(&alice.key, "b.bin", pattern(6000, 2)).await;
+}
+
 on_both_backends!(
+    an_upload_over_the_quota_is_413_before_it_is_stored_and_purging_frees_room,
     raw_upload_then_download_returns_identical_bytes,
     multipart_upload_keeps_bytes_tags_and_visibility,
     content_type_comes_from_the_bytes_not_the_client,
