@@ -172,10 +172,26 @@ fn touch(state: &AppState, key: &CachedKey) {
     });
 }
 
-async fn authenticate(state: &AppState, token: &str) -> Result<Caller, ApiError> {
+/// The caller when the request presents a key: `Ok(None)` without one, an error for a bad one. The caller is
+/// left in the request's extensions for the handler's extractor. The flag says the key came from the database
+/// (its first use in a while) rather than from the key cache.
+pub(crate) async fn caller_if_presented(
+    state: &AppState,
+    parts: &mut Parts,
+) -> Result<Option<(Caller, bool)>, ApiError> {
+    if !parts.headers.contains_key(http::header::AUTHORIZATION) {
+        return Ok(None);
+    }
+    let (caller, fresh) = authenticate(state, bearer(parts)?).await?;
+    parts.extensions.insert(caller.clone());
+    Ok(Some((caller, fresh)))
+}
+
+async fn authenticate(state: &AppState, token: &str) -> Result<(Caller, bool), ApiError> {
     let hash = hash_key(token);
     let keys = &state.keys;
     let cached = if keys.trusted() { keys.entries.get(&hash).await } else { None };
+    let fresh = cached.is_none();
     let key = match cached {
         Some(key) => key,
         None => {
@@ -194,7 +210,7 @@ async fn authenticate(state: &AppState, token: &str) -> Result<Caller, ApiError>
     touch(state, &key);
     let user = permissions(&state.cache, &state.db, key.user_id).await?;
     match user {
-        Some(user) if user.disabled_at.is_none() => Ok(Caller { user }),
+        Some(user) if user.disabled_at.is_none() => Ok((Caller { user }, fresh)),
         _ => Err(ApiError::Unauthorized("invalid-api-key")),
     }
 }
@@ -206,7 +222,7 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(caller) = parts.extensions.get::<Caller>() {
             return Ok(caller.clone());
         }
-        let caller = authenticate(state, bearer(parts)?).await?;
+        let (caller, _) = authenticate(state, bearer(parts)?).await?;
         parts.extensions.insert(caller.clone());
         Ok(caller)
     }

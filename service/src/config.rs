@@ -24,6 +24,7 @@ pub struct Config {
     pub upload: UploadConfig,
     pub download: DownloadConfig,
     pub cors: CorsConfig,
+    pub share: ShareConfig,
     pub log: LogConfig,
 }
 
@@ -34,11 +35,13 @@ pub struct ServerConfig {
     pub bind: SocketAddr,
     /// How long in-flight requests may run after SIGTERM/SIGINT before the process exits anyway.
     pub shutdown_timeout_secs: u64,
+    /// Proxies (IPs or CIDR blocks) whose `X-Forwarded-For` is believed when telling the client's address.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { bind: SocketAddr::from(([127, 0, 0, 1], 8080)), shutdown_timeout_secs: 30 }
+        Self { bind: SocketAddr::from(([127, 0, 0, 1], 8080)), shutdown_timeout_secs: 30, trusted_proxies: Vec::new() }
     }
 }
 
@@ -163,6 +166,25 @@ impl Default for DownloadConfig {
     }
 }
 
+/// Share links.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShareConfig {
+    /// Key that signs share tokens; every instance needs the same one. Empty: a random key per process,
+    /// so links die with it (fine for one embedded instance, logged as a warning).
+    #[serde(serialize_with = "mask_secret")]
+    pub secret: SecretString,
+    /// Lifetime of a link when the request names none, and the longest allowed.
+    pub default_ttl_secs: u64,
+    pub max_ttl_secs: u64,
+}
+
+impl Default for ShareConfig {
+    fn default() -> Self {
+        Self { secret: SecretString::from(""), default_ttl_secs: 86_400, max_ttl_secs: 30 * 86_400 }
+    }
+}
+
 /// Cross-origin access from browsers; off unless origins are listed.
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -244,6 +266,9 @@ impl Config {
         let redis = self.cache.redis_url.expose_secret();
         if !(redis.is_empty() || redis.starts_with("redis://") || redis.starts_with("rediss://")) {
             return bad("cache.redis_url", "must start with redis:// or rediss://");
+        }
+        if let Err(why) = crate::audit::parse_proxies(&self.server.trusted_proxies) {
+            return bad("server.trusted_proxies", &why);
         }
         for origin in &self.cors.allowed_origins {
             let valid = (origin.starts_with("https://") || origin.starts_with("http://"))

@@ -3,6 +3,7 @@
 //! The binary (`main.rs`) only parses the command line; everything lives here so tests can build the
 //! same application in-process ([`startup::Application`]).
 
+mod audit;
 mod auth;
 mod blob;
 mod cache;

@@ -9,6 +9,7 @@ use axum::Router;
 use secrecy::ExposeSecret as _;
 use tokio::net::TcpListener;
 
+use crate::audit::AuditLog;
 use crate::auth::{KeyCache, NewKey};
 use crate::blob::local::LocalStore;
 use crate::cache::memory::MemoryCache;
@@ -59,7 +60,21 @@ async fn open_context(config: Config) -> anyhow::Result<AppContext> {
     let cache = Cache::new(backend, &cache_config.namespace, &metrics);
     let keys = KeyCache::new(&cache, &metrics);
     keys.spawn_poller(cache.clone());
-    Ok(AppContext { db, keys, blobs: Arc::new(blobs), cache, metrics, blob_locks: BlobLocks::new(), config })
+    let audit = AuditLog::start(db.clone());
+    let trusted_proxies = crate::audit::parse_proxies(&config.server.trusted_proxies).map_err(anyhow::Error::msg)?;
+    let share_key = http::ShareKey::new(config.share.secret.expose_secret());
+    Ok(AppContext {
+        db,
+        keys,
+        audit,
+        trusted_proxies,
+        share_key,
+        blobs: Arc::new(blobs),
+        cache,
+        metrics,
+        blob_locks: BlobLocks::new(),
+        config,
+    })
 }
 
 impl Application {
@@ -92,25 +107,33 @@ impl Application {
         let grace = self.state.config.shutdown_timeout();
         let app = http::router(self.state.clone());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         let server = axum::serve(self.listener, app).with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!(grace_secs = grace.as_secs(), "shutting down: no new connections, finishing requests");
             let _ = stop_tx.send(());
         });
         let mut server = std::pin::pin!(server.into_future());
-        tokio::select! {
-            result = &mut server => return result.context("serving"),
-            _ = stop_rx => {}
+        let served = tokio::select! {
+            result = &mut server => result.context("serving"),
+            _ = stop_rx => match tokio::time::timeout(grace, server).await {
+                Ok(result) => result.context("serving"),
+                Err(_) => {
+                    tracing::warn!("requests still running after the shutdown grace period; exiting anyway");
+                    Ok(())
+                }
+            },
+        };
+        // Requests have stopped recording events: write what is still queued before the process goes.
+        if !self.state.audit.flush(AUDIT_FLUSH).await {
+            tracing::error!("audit events still queued at exit could not be written in time");
         }
-        match tokio::time::timeout(grace, server).await {
-            Ok(result) => result.context("serving"),
-            Err(_) => {
-                tracing::warn!("requests still running after the shutdown grace period; exiting anyway");
-                Ok(())
-            }
-        }
+        served
     }
 }
+
+/// How long shutdown waits for queued audit events to reach the database.
+const AUDIT_FLUSH: Duration = Duration::from_secs(10);
 
 /// How long administrative commands wait for a database that is still starting.
 const DATABASE_WAIT: Duration = Duration::from_secs(30);

@@ -37,7 +37,7 @@ CREATE TABLE file_info (
     mime_type    TEXT COLLATE "C" NOT NULL,
     file_size    BIGINT NOT NULL CHECK (file_size >= 0),
     content_hash TEXT NOT NULL REFERENCES blobs (content_hash),
-    visibility   TEXT NOT NULL DEFAULT 'private' CHECK (visibility IN ('private', 'public')),
+    visibility   TEXT NOT NULL DEFAULT 'private' CHECK (visibility IN ('private', 'public', 'shared')),
     upload_time  TIMESTAMPTZ NOT NULL,
     updated_at   TIMESTAMPTZ NOT NULL,
     deleted_at   TIMESTAMPTZ,
@@ -73,8 +73,24 @@ CREATE TABLE audit_logs (
     ip_address TEXT,
     user_agent TEXT,
     status     INTEGER NOT NULL,
+    -- Bytes received (uploads) or sent (downloads), for statistics.
+    bytes      BIGINT,
     detail     TEXT
 );
 CREATE INDEX idx_audit_logs_timestamp ON audit_logs (timestamp);
 CREATE INDEX idx_audit_logs_user_action ON audit_logs (user_id, action);
 CREATE INDEX idx_audit_logs_ip_address ON audit_logs (ip_address);
+CREATE INDEX idx_audit_logs_action_timestamp ON audit_logs (action, timestamp);
+
+-- A signed link to one file, readable without a key until it expires, runs out or is revoked.
+CREATE TABLE share_links (
+    id            UUID PRIMARY KEY,
+    file_id       UUID NOT NULL REFERENCES file_info (id) ON DELETE CASCADE,
+    created_by    UUID NOT NULL REFERENCES users (id),
+    created_at    TIMESTAMPTZ NOT NULL,
+    expires_at    TIMESTAMPTZ NOT NULL,
+    max_downloads BIGINT,
+    downloads     BIGINT NOT NULL DEFAULT 0,
+    revoked_at    TIMESTAMPTZ
+);
+CREATE INDEX idx_share_links_file_id ON share_links (file_id);

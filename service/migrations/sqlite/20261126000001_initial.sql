@@ -37,7 +37,7 @@ CREATE TABLE file_info (
     mime_type    TEXT NOT NULL,
     file_size    INTEGER NOT NULL CHECK (file_size >= 0),
     content_hash TEXT NOT NULL REFERENCES blobs (content_hash),
-    visibility   TEXT NOT NULL DEFAULT 'private' CHECK (visibility IN ('private', 'public')),
+    visibility   TEXT NOT NULL DEFAULT 'private' CHECK (visibility IN ('private', 'public', 'shared')),
     upload_time  INTEGER NOT NULL,
     updated_at   INTEGER NOT NULL,
     deleted_at   INTEGER,
@@ -73,8 +73,24 @@ CREATE TABLE audit_logs (
     ip_address TEXT,
     user_agent TEXT,
     status     INTEGER NOT NULL,
+    -- Bytes received (uploads) or sent (downloads), for statistics.
+    bytes      INTEGER,
     detail     TEXT
 );
 CREATE INDEX idx_audit_logs_timestamp ON audit_logs (timestamp);
 CREATE INDEX idx_audit_logs_user_action ON audit_logs (user_id, action);
 CREATE INDEX idx_audit_logs_ip_address ON audit_logs (ip_address);
+CREATE INDEX idx_audit_logs_action_timestamp ON audit_logs (action, timestamp);
+
+-- A signed link to one file, readable without a key until it expires, runs out or is revoked.
+CREATE TABLE share_links (
+    id            BLOB PRIMARY KEY NOT NULL,
+    file_id       BLOB NOT NULL REFERENCES file_info (id) ON DELETE CASCADE,
+    created_by    BLOB NOT NULL REFERENCES users (id),
+    created_at    INTEGER NOT NULL,
+    expires_at    INTEGER NOT NULL,
+    max_downloads INTEGER,
+    downloads     INTEGER NOT NULL DEFAULT 0,
+    revoked_at    INTEGER
+);
+CREATE INDEX idx_share_links_file_id ON share_links (file_id);

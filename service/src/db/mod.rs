@@ -14,7 +14,10 @@ use chrono::{DateTime, Utc};
 use sqlx::{Database, Encode, QueryBuilder, Type};
 use uuid::Uuid;
 
-use crate::domain::{ApiKey, CursorValue, FileMeta, FilePatch, FileQuery, NewFile, Role, SortKey, SortOrder, User};
+use crate::domain::audit::{AuditEntry, AuditEvent, AuditQuery, DayStats};
+use crate::domain::{
+    ApiKey, CursorValue, FileMeta, FilePatch, FileQuery, NewFile, Role, ShareLink, SortKey, SortOrder, User,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DbError {
@@ -128,8 +131,59 @@ pub(crate) trait MetaStore: Send + Sync + 'static {
     async fn used_bytes(&self, user_id: Uuid) -> Result<i64, DbError>;
     /// How many files refer to a blob; `None` when it has no row.
     async fn blob_ref_count(&self, content_hash: &str) -> Result<Option<i64>, DbError>;
+    /// Writes a batch of audit events in one statement.
+    async fn insert_audit(&self, events: &[AuditEvent]) -> Result<(), DbError>;
+    /// A page of the audit log, newest first, `limit + 1` rows at most.
+    async fn list_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, DbError>;
+    /// The figures of the UTC day starting at `from` (and ending at `to`).
+    async fn day_stats(
+        &self,
+        date: chrono::NaiveDate,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<DayStats, DbError>;
+
+    async fn create_share(&self, link: &ShareLink) -> Result<(), DbError>;
+    async fn get_share(&self, id: Uuid) -> Result<Option<ShareLink>, DbError>;
+    async fn list_shares(&self, file_id: Uuid) -> Result<Vec<ShareLink>, DbError>;
+    /// Marks a link revoked; `false` when there is no such live link.
+    async fn revoke_share(&self, id: Uuid, at: DateTime<Utc>) -> Result<bool, DbError>;
+    /// Counts one download if the link is live (not revoked, not expired, downloads left); `false` otherwise.
+    async fn use_share(&self, id: Uuid, now: DateTime<Utc>) -> Result<bool, DbError>;
+
     /// A page of files, `limit + 1` rows at most so the caller knows whether another page follows.
     async fn list_files(&self, query: &FileQuery) -> Result<Vec<FileMeta>, DbError>;
+}
+
+/// Appends the audit filters, keyset condition, order and limit to `b` (which ends in `WHERE `).
+pub(crate) fn push_audit_query<DB, T>(b: &mut QueryBuilder<DB>, q: &AuditQuery, time: impl Fn(DateTime<Utc>) -> T)
+where
+    DB: Database,
+    T: for<'q> Encode<'q, DB> + Type<DB>,
+    i64: for<'q> Encode<'q, DB> + Type<DB>,
+    String: for<'q> Encode<'q, DB> + Type<DB>,
+    Uuid: for<'q> Encode<'q, DB> + Type<DB>,
+{
+    b.push("1 = 1");
+    if let Some(user) = q.user_id {
+        b.push(" AND user_id = ").push_bind(user);
+    }
+    if let Some(action) = &q.action {
+        b.push(" AND action = ").push_bind(action.clone());
+    }
+    if let Some(ip) = &q.ip_address {
+        b.push(" AND ip_address = ").push_bind(ip.clone());
+    }
+    if let Some(from) = q.from {
+        b.push(" AND timestamp >= ").push_bind(time(from));
+    }
+    if let Some(to) = q.to {
+        b.push(" AND timestamp < ").push_bind(time(to));
+    }
+    if let Some(before) = q.before_id {
+        b.push(" AND id < ").push_bind(before);
+    }
+    b.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(q.limit) + 1);
 }
 
 /// Appends the listing's filters, keyset condition, order and limit to `b` (which ends in `WHERE `),
@@ -194,4 +248,19 @@ where
     }
     b.push(format_args!(" ORDER BY {column} {dir}, f.id {dir} LIMIT ")).push_bind(i64::from(q.limit) + 1);
     Ok(())
+}
+
+/// The day's totals from the audit log; PostgreSQL needs its sums cast back from NUMERIC.
+pub(crate) fn day_totals_sql(numbered_params: bool) -> String {
+    let (from, to) = if numbered_params { ("$1", "$2") } else { ("?", "?") };
+    let upload = "action = 'file.upload' AND status = 201";
+    let download = "action IN ('file.download', 'share.download') AND status IN (200, 206)";
+    format!(
+        "SELECT CAST(COALESCE(SUM(CASE WHEN {upload} THEN 1 ELSE 0 END), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(CASE WHEN {download} THEN 1 ELSE 0 END), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(CASE WHEN {upload} THEN bytes ELSE 0 END), 0) AS BIGINT), \
+         CAST(COALESCE(SUM(CASE WHEN {download} THEN bytes ELSE 0 END), 0) AS BIGINT), \
+         COUNT(DISTINCT user_id) \
+         FROM audit_logs WHERE timestamp >= {from} AND timestamp < {to}"
+    )
 }

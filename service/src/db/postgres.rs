@@ -15,8 +15,11 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, FromRow, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use super::{DbError, MetaStore, NewUser, PoolSettings, Purged, UserPatch, push_list_query};
-use crate::domain::{ApiKey, FileMeta, FilePatch, FileQuery, NewFile, Role, User, Visibility};
+use super::{
+    DbError, MetaStore, NewUser, PoolSettings, Purged, UserPatch, day_totals_sql, push_audit_query, push_list_query,
+};
+use crate::domain::audit::{AuditEntry, AuditEvent, AuditQuery, DayStats, TypeCount};
+use crate::domain::{ApiKey, FileMeta, FilePatch, FileQuery, NewFile, Role, ShareLink, User, Visibility};
 
 pub(crate) struct PostgresStore {
     pool: PgPool,
@@ -175,6 +178,70 @@ async fn replace_tags(tx: &mut sqlx::PgConnection, file_id: Uuid, tags: &[String
         .await?;
     Ok(())
 }
+
+#[derive(FromRow)]
+struct AuditRow {
+    id: i64,
+    timestamp: DateTime<Utc>,
+    user_id: Option<Uuid>,
+    action: String,
+    file_id: Option<Uuid>,
+    ip_address: Option<String>,
+    user_agent: Option<String>,
+    status: i32,
+    bytes: Option<i64>,
+    detail: Option<String>,
+}
+
+impl TryFrom<AuditRow> for AuditEntry {
+    type Error = DbError;
+    fn try_from(r: AuditRow) -> Result<Self, DbError> {
+        Ok(AuditEntry {
+            id: r.id,
+            event: AuditEvent {
+                timestamp: r.timestamp,
+                user_id: r.user_id,
+                action: r.action,
+                file_id: r.file_id,
+                ip_address: r.ip_address,
+                user_agent: r.user_agent,
+                status: u16::try_from(r.status).map_err(|_| DbError::Corrupt(format!("status {}", r.status)))?,
+                bytes: r.bytes,
+                detail: r.detail,
+            },
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct ShareRow {
+    id: Uuid,
+    file_id: Uuid,
+    created_by: Uuid,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    max_downloads: Option<i64>,
+    downloads: i64,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<ShareRow> for ShareLink {
+    type Error = DbError;
+    fn try_from(r: ShareRow) -> Result<Self, DbError> {
+        Ok(ShareLink {
+            id: r.id,
+            file_id: r.file_id,
+            created_by: r.created_by,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            max_downloads: r.max_downloads,
+            downloads: r.downloads,
+            revoked_at: r.revoked_at,
+        })
+    }
+}
+
+const SHARE_COLUMNS: &str = "id, file_id, created_by, created_at, expires_at, max_downloads, downloads, revoked_at";
 
 #[async_trait]
 impl MetaStore for PostgresStore {
@@ -412,6 +479,107 @@ impl MetaStore for PostgresStore {
             .bind(content_hash)
             .fetch_optional(self.pool()?)
             .await?)
+    }
+
+    async fn insert_audit(&self, events: &[AuditEvent]) -> Result<(), DbError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut b: QueryBuilder<Postgres> = QueryBuilder::new(
+            "INSERT INTO audit_logs (timestamp, user_id, action, file_id, ip_address, user_agent, status, bytes, detail) ",
+        );
+        b.push_values(events, |mut row, e| {
+            row.push_bind(e.timestamp)
+                .push_bind(e.user_id)
+                .push_bind(e.action.clone())
+                .push_bind(e.file_id)
+                .push_bind(e.ip_address.clone())
+                .push_bind(e.user_agent.clone())
+                .push_bind(i32::from(e.status))
+                .push_bind(e.bytes)
+                .push_bind(e.detail.clone());
+        });
+        b.build().execute(self.pool()?).await?;
+        Ok(())
+    }
+
+    async fn list_audit(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>, DbError> {
+        let mut b: QueryBuilder<Postgres> = QueryBuilder::new(
+            "SELECT id, timestamp, user_id, action, file_id, ip_address, user_agent, status, bytes, detail \
+             FROM audit_logs WHERE ",
+        );
+        push_audit_query(&mut b, q, |t| t);
+        let rows: Vec<AuditRow> = b.build_query_as().fetch_all(self.pool()?).await?;
+        rows.into_iter().map(AuditEntry::try_from).collect()
+    }
+
+    async fn day_stats(
+        &self,
+        date: chrono::NaiveDate,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<DayStats, DbError> {
+        let (uploads, downloads, bytes_in, bytes_out, active_users): (i64, i64, i64, i64, i64) =
+            sqlx::query_as(AssertSqlSafe(day_totals_sql(true))).bind(from).bind(to).fetch_one(self.pool()?).await?;
+        let top: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT mime_type, COUNT(*) AS n FROM file_info WHERE upload_time >= $1 AND upload_time < $2 \
+             GROUP BY mime_type ORDER BY n DESC, mime_type LIMIT 5",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_all(self.pool()?)
+        .await?;
+        let top_types = top.into_iter().map(|(mime_type, uploads)| TypeCount { mime_type, uploads }).collect();
+        Ok(DayStats { date, uploads, downloads, bytes_in, bytes_out, active_users, top_types })
+    }
+
+    async fn create_share(&self, link: &ShareLink) -> Result<(), DbError> {
+        sqlx::query(
+            "INSERT INTO share_links (id, file_id, created_by, created_at, expires_at, max_downloads) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(link.id)
+        .bind(link.file_id)
+        .bind(link.created_by)
+        .bind(link.created_at)
+        .bind(link.expires_at)
+        .bind(link.max_downloads)
+        .execute(self.pool()?)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_share(&self, id: Uuid) -> Result<Option<ShareLink>, DbError> {
+        let sql = format!("SELECT {SHARE_COLUMNS} FROM share_links WHERE id = $1");
+        let row: Option<ShareRow> = sqlx::query_as(AssertSqlSafe(sql)).bind(id).fetch_optional(self.pool()?).await?;
+        row.map(ShareLink::try_from).transpose()
+    }
+
+    async fn list_shares(&self, file_id: Uuid) -> Result<Vec<ShareLink>, DbError> {
+        let sql = format!("SELECT {SHARE_COLUMNS} FROM share_links WHERE file_id = $1 ORDER BY id");
+        let rows: Vec<ShareRow> = sqlx::query_as(AssertSqlSafe(sql)).bind(file_id).fetch_all(self.pool()?).await?;
+        rows.into_iter().map(ShareLink::try_from).collect()
+    }
+
+    async fn revoke_share(&self, id: Uuid, at: DateTime<Utc>) -> Result<bool, DbError> {
+        let done = sqlx::query("UPDATE share_links SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(at)
+            .bind(id)
+            .execute(self.pool()?)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn use_share(&self, id: Uuid, now: DateTime<Utc>) -> Result<bool, DbError> {
+        let done = sqlx::query(
+            "UPDATE share_links SET downloads = downloads + 1 WHERE id = $1 AND revoked_at IS NULL \
+             AND expires_at > $2 AND (max_downloads IS NULL OR downloads < max_downloads)",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(self.pool()?)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn list_files(&self, q: &FileQuery) -> Result<Vec<FileMeta>, DbError> {

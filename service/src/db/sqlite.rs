@@ -9,8 +9,11 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{AssertSqlSafe, FromRow, QueryBuilder, Sqlite, SqlitePool};
 use uuid::Uuid;
 
-use super::{DbError, MetaStore, NewUser, PoolSettings, Purged, UserPatch, push_list_query};
-use crate::domain::{ApiKey, FileMeta, FilePatch, FileQuery, NewFile, Role, User, Visibility};
+use super::{
+    DbError, MetaStore, NewUser, PoolSettings, Purged, UserPatch, day_totals_sql, push_audit_query, push_list_query,
+};
+use crate::domain::audit::{AuditEntry, AuditEvent, AuditQuery, DayStats, TypeCount};
+use crate::domain::{ApiKey, FileMeta, FilePatch, FileQuery, NewFile, Role, ShareLink, User, Visibility};
 
 pub(crate) struct SqliteStore {
     pool: SqlitePool,
@@ -167,6 +170,70 @@ async fn replace_tags(tx: &mut sqlx::SqliteConnection, file_id: Uuid, tags: &[St
     }
     Ok(())
 }
+
+#[derive(FromRow)]
+struct AuditRow {
+    id: i64,
+    timestamp: i64,
+    user_id: Option<Uuid>,
+    action: String,
+    file_id: Option<Uuid>,
+    ip_address: Option<String>,
+    user_agent: Option<String>,
+    status: i32,
+    bytes: Option<i64>,
+    detail: Option<String>,
+}
+
+impl TryFrom<AuditRow> for AuditEntry {
+    type Error = DbError;
+    fn try_from(r: AuditRow) -> Result<Self, DbError> {
+        Ok(AuditEntry {
+            id: r.id,
+            event: AuditEvent {
+                timestamp: time(r.timestamp)?,
+                user_id: r.user_id,
+                action: r.action,
+                file_id: r.file_id,
+                ip_address: r.ip_address,
+                user_agent: r.user_agent,
+                status: u16::try_from(r.status).map_err(|_| DbError::Corrupt(format!("status {}", r.status)))?,
+                bytes: r.bytes,
+                detail: r.detail,
+            },
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct ShareRow {
+    id: Uuid,
+    file_id: Uuid,
+    created_by: Uuid,
+    created_at: i64,
+    expires_at: i64,
+    max_downloads: Option<i64>,
+    downloads: i64,
+    revoked_at: Option<i64>,
+}
+
+impl TryFrom<ShareRow> for ShareLink {
+    type Error = DbError;
+    fn try_from(r: ShareRow) -> Result<Self, DbError> {
+        Ok(ShareLink {
+            id: r.id,
+            file_id: r.file_id,
+            created_by: r.created_by,
+            created_at: time(r.created_at)?,
+            expires_at: time(r.expires_at)?,
+            max_downloads: r.max_downloads,
+            downloads: r.downloads,
+            revoked_at: opt_time(r.revoked_at)?,
+        })
+    }
+}
+
+const SHARE_COLUMNS: &str = "id, file_id, created_by, created_at, expires_at, max_downloads, downloads, revoked_at";
 
 #[async_trait]
 impl MetaStore for SqliteStore {
@@ -402,6 +469,111 @@ impl MetaStore for SqliteStore {
             .bind(content_hash)
             .fetch_optional(&self.pool)
             .await?)
+    }
+
+    async fn insert_audit(&self, events: &[AuditEvent]) -> Result<(), DbError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut b: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO audit_logs (timestamp, user_id, action, file_id, ip_address, user_agent, status, bytes, detail) ",
+        );
+        b.push_values(events, |mut row, e| {
+            row.push_bind(micros(e.timestamp))
+                .push_bind(e.user_id)
+                .push_bind(e.action.clone())
+                .push_bind(e.file_id)
+                .push_bind(e.ip_address.clone())
+                .push_bind(e.user_agent.clone())
+                .push_bind(i32::from(e.status))
+                .push_bind(e.bytes)
+                .push_bind(e.detail.clone());
+        });
+        b.build().execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn list_audit(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>, DbError> {
+        let mut b: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT id, timestamp, user_id, action, file_id, ip_address, user_agent, status, bytes, detail \
+             FROM audit_logs WHERE ",
+        );
+        push_audit_query(&mut b, q, micros);
+        let rows: Vec<AuditRow> = b.build_query_as().fetch_all(&self.pool).await?;
+        rows.into_iter().map(AuditEntry::try_from).collect()
+    }
+
+    async fn day_stats(
+        &self,
+        date: chrono::NaiveDate,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<DayStats, DbError> {
+        let (uploads, downloads, bytes_in, bytes_out, active_users): (i64, i64, i64, i64, i64) =
+            sqlx::query_as(AssertSqlSafe(day_totals_sql(false)))
+                .bind(micros(from))
+                .bind(micros(to))
+                .fetch_one(&self.pool)
+                .await?;
+        let top: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT mime_type, COUNT(*) AS n FROM file_info WHERE upload_time >= ? AND upload_time < ? \
+             GROUP BY mime_type ORDER BY n DESC, mime_type LIMIT 5",
+        )
+        .bind(micros(from))
+        .bind(micros(to))
+        .fetch_all(&self.pool)
+        .await?;
+        let top_types = top.into_iter().map(|(mime_type, uploads)| TypeCount { mime_type, uploads }).collect();
+        Ok(DayStats { date, uploads, downloads, bytes_in, bytes_out, active_users, top_types })
+    }
+
+    async fn create_share(&self, link: &ShareLink) -> Result<(), DbError> {
+        sqlx::query(
+            "INSERT INTO share_links (id, file_id, created_by, created_at, expires_at, max_downloads) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(link.id)
+        .bind(link.file_id)
+        .bind(link.created_by)
+        .bind(micros(link.created_at))
+        .bind(micros(link.expires_at))
+        .bind(link.max_downloads)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_share(&self, id: Uuid) -> Result<Option<ShareLink>, DbError> {
+        let sql = format!("SELECT {SHARE_COLUMNS} FROM share_links WHERE id = ?");
+        let row: Option<ShareRow> = sqlx::query_as(AssertSqlSafe(sql)).bind(id).fetch_optional(&self.pool).await?;
+        row.map(ShareLink::try_from).transpose()
+    }
+
+    async fn list_shares(&self, file_id: Uuid) -> Result<Vec<ShareLink>, DbError> {
+        let sql = format!("SELECT {SHARE_COLUMNS} FROM share_links WHERE file_id = ? ORDER BY id");
+        let rows: Vec<ShareRow> = sqlx::query_as(AssertSqlSafe(sql)).bind(file_id).fetch_all(&self.pool).await?;
+        rows.into_iter().map(ShareLink::try_from).collect()
+    }
+
+    async fn revoke_share(&self, id: Uuid, at: DateTime<Utc>) -> Result<bool, DbError> {
+        let done = sqlx::query("UPDATE share_links SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+            .bind(micros(at))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn use_share(&self, id: Uuid, now: DateTime<Utc>) -> Result<bool, DbError> {
+        let done = sqlx::query(
+            "UPDATE share_links SET downloads = downloads + 1 WHERE id = ? AND revoked_at IS NULL \
+             AND expires_at > ? AND (max_downloads IS NULL OR downloads < max_downloads)",
+        )
+        .bind(id)
+        .bind(micros(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn list_files(&self, q: &FileQuery) -> Result<Vec<FileMeta>, DbError> {

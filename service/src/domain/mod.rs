@@ -1,5 +1,6 @@
 //! Domain types shared by the database, cache and HTTP layers: users, keys, files and their rules.
 
+pub(crate) mod audit;
 pub(crate) mod names;
 
 use chrono::{DateTime, Utc};
@@ -41,6 +42,8 @@ pub(crate) enum Visibility {
     Private,
     /// Every authenticated caller.
     Public,
+    /// The owner, admins, and whoever holds a live share link.
+    Shared,
 }
 
 impl Visibility {
@@ -48,6 +51,7 @@ impl Visibility {
         match self {
             Visibility::Private => "private",
             Visibility::Public => "public",
+            Visibility::Shared => "shared",
         }
     }
 
@@ -55,6 +59,7 @@ impl Visibility {
         match s {
             "private" => Some(Visibility::Private),
             "public" => Some(Visibility::Public),
+            "shared" => Some(Visibility::Shared),
             _ => None,
         }
     }
@@ -142,6 +147,19 @@ pub(crate) struct FilePatch {
     pub(crate) name: Option<String>,
     pub(crate) tags: Option<Vec<String>>,
     pub(crate) visibility: Option<Visibility>,
+}
+
+/// A share link as stored and listed (the token is derived from it, never stored).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub(crate) struct ShareLink {
+    pub(crate) id: Uuid,
+    pub(crate) file_id: Uuid,
+    pub(crate) created_by: Uuid,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) expires_at: DateTime<Utc>,
+    pub(crate) max_downloads: Option<i64>,
+    pub(crate) downloads: i64,
+    pub(crate) revoked_at: Option<DateTime<Utc>>,
 }
 
 /// Orders of the file listing.

@@ -50,6 +50,16 @@ async fn download_file(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let meta = readable_file(&state, &caller, id).await?;
+    serve_content(&state, &meta, &method, &headers).await
+}
+
+/// The bytes of a file the caller may read, as `GET`/`HEAD` with `headers` asks for them.
+pub(crate) async fn serve_content(
+    state: &AppState,
+    meta: &FileMeta,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     let size = u64::try_from(meta.size).map_err(|_| ApiError::Internal("negative file size".into()))?;
     let etag: ETag = format!("\"{}\"", meta.content_hash)
         .parse()
@@ -65,14 +75,14 @@ async fn download_file(
     // Revalidate every time: cheap with the ETag, and access can be revoked.
     validators.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
 
-    match evaluate_preconditions(&headers, &etag, modified)? {
+    match evaluate_preconditions(headers, &etag, modified)? {
         Precondition::Proceed => {}
         Precondition::NotModified => return Ok((StatusCode::NOT_MODIFIED, validators).into_response()),
         Precondition::Failed => return Err(ApiError::PreconditionFailed),
     }
 
     let ranges = match headers.get(header::RANGE) {
-        Some(range) if range_applies(&headers, &etag, &last_modified)? => requested_ranges(range, size)?,
+        Some(range) if range_applies(headers, &etag, &last_modified)? => requested_ranges(range, size)?,
         _ => None,
     };
 
@@ -87,7 +97,7 @@ async fn download_file(
         .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream"));
 
     let head_only = method == Method::HEAD;
-    let source = Source::new(&state, &meta, size, head_only).await?;
+    let source = Source::new(state, meta, size, head_only).await?;
     let (status, body, length) = match ranges.as_deref() {
         None => {
             res_headers.insert(header::CONTENT_TYPE, content_type);

@@ -1,8 +1,8 @@
 //! `/api/v1/files`: upload (streamed), metadata, rename/tag/visibility, soft delete, restore, purge, listing.
 
-use axum::Json;
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::{Extension, Json};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt};
@@ -14,6 +14,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{ApiError, AppState};
+use crate::audit::AuditFacts;
 use crate::blob::{BlobWriter, StoredBlob};
 use crate::cache::Family;
 use crate::domain::names::{normalize_tags, sanitize_file_name};
@@ -229,7 +230,7 @@ async fn upload_file(
     caller: Caller,
     Query(params): Query<UploadParams>,
     request: Request,
-) -> Result<(StatusCode, HeaderMap, Json<FileMeta>), ApiError> {
+) -> Result<(StatusCode, HeaderMap, Extension<AuditFacts>, Json<FileMeta>), ApiError> {
     let started = std::time::Instant::now();
     let max = state.config.upload.max_bytes;
     let is_multipart = request
@@ -331,7 +332,8 @@ async fn upload_file(
     if let Ok(location) = HeaderValue::try_from(format!("/api/v1/files/{}", meta.id)) {
         headers.insert(header::LOCATION, location);
     }
-    Ok((StatusCode::CREATED, headers, Json(meta)))
+    let facts = AuditFacts { file_id: Some(meta.id), bytes: Some(meta.size) };
+    Ok((StatusCode::CREATED, headers, Extension(facts), Json(meta)))
 }
 
 /// A file's metadata.

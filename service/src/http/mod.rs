@@ -1,9 +1,11 @@
 //! The HTTP layer: shared state, the router (one module per resource) and the middleware around it.
 
+mod admin;
 mod content;
 mod error;
 mod files;
 mod health;
+mod share;
 mod users;
 
 use std::ops::Deref;
@@ -26,8 +28,10 @@ use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 
 pub(crate) use error::ApiError;
+pub(crate) use share::ShareKey;
 pub(crate) use users::validate_user_name;
 
+use crate::audit::AuditLog;
 use crate::auth::KeyCache;
 use crate::blob::BlobStore;
 use crate::cache::Cache;
@@ -45,6 +49,11 @@ pub(crate) struct AppContext {
     pub(crate) cache: Cache,
     /// Which key belongs to whom, so authentication needs no database query once warm.
     pub(crate) keys: Arc<KeyCache>,
+    pub(crate) audit: AuditLog,
+    /// Signs and checks share tokens.
+    pub(crate) share_key: share::ShareKey,
+    /// `server.trusted_proxies`, parsed.
+    pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
     pub(crate) metrics: Metrics,
     /// Serialises storing and releasing the same content, so a purge cannot remove bytes an upload just reused.
     pub(crate) blob_locks: BlobLocks,
@@ -102,6 +111,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(files::router())
         .merge(content::router())
         .merge(users::router())
+        .merge(admin::router())
+        .merge(share::router())
         .merge(health::router())
         .split_for_parts();
     let openapi = Arc::new(openapi);
@@ -112,6 +123,7 @@ pub(crate) fn router(state: AppState) -> Router {
             async move { axum::Json(openapi.as_ref().clone()) }
         }),
     )
+    .route_layer(middleware::from_fn_with_state(state.clone(), crate::audit::audit_requests))
     .fallback(|| async { http::StatusCode::NOT_FOUND })
     .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
     .with_state(state)

@@ -17,8 +17,9 @@ pub(crate) struct TestApp {
     pub(crate) data_dir: tempfile::TempDir,
     /// What the instance was started with (a sibling instance starts from it).
     pub(crate) config: Config,
-    _database: Option<crate::backends::TestDatabase>,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    database: Option<crate::backends::TestDatabase>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 /// Starts the service with default configuration on a free port and a fresh data directory.
@@ -90,10 +91,34 @@ fn serve(
 ) -> TestApp {
     let address = format!("http://127.0.0.1:{}", app.port());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run_until_stopped(async move {
+    let server = tokio::spawn(app.run_until_stopped(async move {
         let _ = stopped.await;
     }));
-    TestApp { address, admin_key, client: Client::new(), data_dir, config, _database: database, _stop: stop }
+    TestApp { address, admin_key, client: Client::new(), data_dir, config, database, stop, server }
+}
+
+/// What is left of an instance after [`TestApp::shut_down`]: its database, to look into.
+pub(crate) struct StoppedApp {
+    pub(crate) config: Config,
+    _data_dir: tempfile::TempDir,
+    _database: Option<crate::backends::TestDatabase>,
+}
+
+impl StoppedApp {
+    /// Runs a query returning one count against the instance's database, whichever backend it is.
+    pub(crate) async fn count(&self, sql: &'static str) -> i64 {
+        use secrecy::ExposeSecret as _;
+        use sqlx::Connection as _;
+        let url = self.config.database.url.expose_secret().to_owned();
+        if url.starts_with("postgres") {
+            let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+        } else {
+            let path = self.config.storage.data_dir.join("filewallball.db");
+            let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+            sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+        }
+    }
 }
 
 /// A user created through the API, with their key.
@@ -103,6 +128,13 @@ pub(crate) struct TestUser {
 }
 
 impl TestApp {
+    /// Shuts the instance down as SIGTERM would and waits until it has finished; the data stays.
+    pub(crate) async fn shut_down(self) -> StoppedApp {
+        let _ = self.stop.send(());
+        self.server.await.expect("the server task").expect("a clean shutdown");
+        StoppedApp { config: self.config, _data_dir: self.data_dir, _database: self.database }
+    }
+
     pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }

@@ -1,5 +1,6 @@
 //! Integration tests: the real application on a real port, on the embedded backend.
 
+mod audit;
 mod auth;
 mod backends;
 mod content;
@@ -7,5 +8,6 @@ mod faults;
 mod files;
 mod helpers;
 mod ops;
+mod shares;
 mod upload;
 mod users;
