@@ -7,6 +7,7 @@ mod content;
 mod faults;
 mod files;
 mod helpers;
+mod matrix;
 mod ops;
 mod shares;
 mod upload;
