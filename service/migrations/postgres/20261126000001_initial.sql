@@ -94,3 +94,7 @@ CREATE TABLE share_links (
     revoked_at    TIMESTAMPTZ
 );
 CREATE INDEX idx_share_links_file_id ON share_links (file_id);
+
+-- Case-insensitive substring search on names: trigram GIN index over lower(name), used by LIKE '%q%'.
+CREATE EXTENSION IF NOT EXISTS pg_trgm;
+CREATE INDEX idx_file_info_name_trgm ON file_info USING gin (lower(name) gin_trgm_ops);

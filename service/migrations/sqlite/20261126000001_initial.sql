@@ -94,3 +94,16 @@ CREATE TABLE share_links (
     revoked_at    INTEGER
 );
 CREATE INDEX idx_share_links_file_id ON share_links (file_id);
+
+-- Case-insensitive substring search on names: an FTS5 trigram index kept in step with file_info by triggers.
+CREATE VIRTUAL TABLE file_info_name_fts USING fts5 (name, content = 'file_info', content_rowid = 'rowid', tokenize = 'trigram');
+CREATE TRIGGER file_info_name_fts_insert AFTER INSERT ON file_info BEGIN
+    INSERT INTO file_info_name_fts (rowid, name) VALUES (new.rowid, new.name);
+END;
+CREATE TRIGGER file_info_name_fts_delete AFTER DELETE ON file_info BEGIN
+    INSERT INTO file_info_name_fts (file_info_name_fts, rowid, name) VALUES ('delete', old.rowid, old.name);
+END;
+CREATE TRIGGER file_info_name_fts_update AFTER UPDATE OF name ON file_info BEGIN
+    INSERT INTO file_info_name_fts (file_info_name_fts, rowid, name) VALUES ('delete', old.rowid, old.name);
+    INSERT INTO file_info_name_fts (rowid, name) VALUES (new.rowid, new.name);
+END;

@@ -192,6 +192,7 @@ pub(crate) fn push_list_query<DB, T>(
     b: &mut QueryBuilder<DB>,
     q: &FileQuery,
     time: impl Fn(DateTime<Utc>) -> T,
+    name_contains: impl Fn(&mut QueryBuilder<DB>, &str),
 ) -> Result<(), DbError>
 where
     DB: Database,
@@ -203,6 +204,13 @@ where
     b.push(if q.deleted { "f.deleted_at IS NOT NULL" } else { "f.deleted_at IS NULL" });
     if let Some(owner) = q.owner_id {
         b.push(" AND f.user_id = ").push_bind(owner);
+    }
+    if let Some(reader) = q.readable_by {
+        b.push(" AND (f.user_id = ").push_bind(reader).push(" OR f.visibility = 'public')");
+    }
+    if let Some(needle) = &q.name_contains {
+        b.push(" AND ");
+        name_contains(b, needle);
     }
     if let Some(prefix) = &q.mime_prefix {
         // A range scan on the mime_type index (bytewise order): [prefix, prefix + U+10FFFF).
@@ -263,4 +271,10 @@ pub(crate) fn day_totals_sql(numbered_params: bool) -> String {
          COUNT(DISTINCT user_id) \
          FROM audit_logs WHERE timestamp >= {from} AND timestamp < {to}"
     )
+}
+
+/// `needle` as a LIKE pattern matching it anywhere, with LIKE's wildcards escaped by `\\`.
+pub(crate) fn contains_pattern(needle: &str) -> String {
+    let escaped = needle.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    format!("%{escaped}%")
 }

@@ -16,7 +16,8 @@ use sqlx::{AssertSqlSafe, FromRow, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use super::{
-    DbError, MetaStore, NewUser, PoolSettings, Purged, UserPatch, day_totals_sql, push_audit_query, push_list_query,
+    DbError, MetaStore, NewUser, PoolSettings, Purged, UserPatch, contains_pattern, day_totals_sql, push_audit_query,
+    push_list_query,
 };
 use crate::domain::audit::{AuditEntry, AuditEvent, AuditQuery, DayStats, TypeCount};
 use crate::domain::{ApiKey, FileMeta, FilePatch, FileQuery, NewFile, Role, ShareLink, User, Visibility};
@@ -584,7 +585,14 @@ impl MetaStore for PostgresStore {
 
     async fn list_files(&self, q: &FileQuery) -> Result<Vec<FileMeta>, DbError> {
         let mut b: QueryBuilder<Postgres> = QueryBuilder::new(format!("SELECT {FILE_COLUMNS} FROM file_info f WHERE "));
-        push_list_query(&mut b, q, |t| t)?;
+        push_list_query(
+            &mut b,
+            q,
+            |t| t,
+            |b, needle| {
+                b.push("lower(f.name) LIKE lower(").push_bind(contains_pattern(needle)).push(") ESCAPE '\\'");
+            },
+        )?;
         let rows: Vec<FileRow> = b.build_query_as().fetch_all(self.pool()?).await?;
         rows.into_iter().map(FileMeta::try_from).collect()
     }

@@ -10,7 +10,8 @@ use sqlx::{AssertSqlSafe, FromRow, QueryBuilder, Sqlite, SqlitePool};
 use uuid::Uuid;
 
 use super::{
-    DbError, MetaStore, NewUser, PoolSettings, Purged, UserPatch, day_totals_sql, push_audit_query, push_list_query,
+    DbError, MetaStore, NewUser, PoolSettings, Purged, UserPatch, contains_pattern, day_totals_sql, push_audit_query,
+    push_list_query,
 };
 use crate::domain::audit::{AuditEntry, AuditEvent, AuditQuery, DayStats, TypeCount};
 use crate::domain::{ApiKey, FileMeta, FilePatch, FileQuery, NewFile, Role, ShareLink, User, Visibility};
@@ -578,7 +579,17 @@ impl MetaStore for SqliteStore {
 
     async fn list_files(&self, q: &FileQuery) -> Result<Vec<FileMeta>, DbError> {
         let mut b: QueryBuilder<Sqlite> = QueryBuilder::new(format!("SELECT {FILE_COLUMNS} FROM file_info f WHERE "));
-        push_list_query(&mut b, q, micros)?;
+        push_list_query(&mut b, q, micros, |b, needle| {
+            // The trigram index answers substrings of three characters or more; shorter ones scan.
+            if needle.chars().count() >= 3 {
+                let phrase = format!("\"{}\"", needle.replace('"', "\"\""));
+                b.push("f.rowid IN (SELECT rowid FROM file_info_name_fts WHERE file_info_name_fts MATCH ")
+                    .push_bind(phrase)
+                    .push(")");
+            } else {
+                b.push("lower(f.name) LIKE lower(").push_bind(contains_pattern(needle)).push(") ESCAPE '\\'");
+            }
+        })?;
         let rows: Vec<FileRow> = b.build_query_as().fetch_all(&self.pool).await?;
         rows.into_iter().map(FileMeta::try_from).collect()
     }

@@ -230,6 +230,10 @@ impl Cursor {
 pub(crate) struct FileQuery {
     /// Whose files; `None` lists every user's (admins only).
     pub(crate) owner_id: Option<Uuid>,
+    /// Files this user may read: their own and public ones (search); `None` for no such limit.
+    pub(crate) readable_by: Option<Uuid>,
+    /// Case-insensitive substring of the name (search).
+    pub(crate) name_contains: Option<String>,
     pub(crate) mime_prefix: Option<String>,
     pub(crate) tag: Option<String>,
     pub(crate) min_size: Option<i64>,

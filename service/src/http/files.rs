@@ -327,6 +327,7 @@ async fn upload_file(
         }
     };
     drop(_guard);
+    state.file_changed(meta.id).await;
     record_upload(&state, &meta, started.elapsed());
     let mut headers = HeaderMap::new();
     if let Ok(location) = HeaderValue::try_from(format!("/api/v1/files/{}", meta.id)) {
@@ -379,7 +380,7 @@ async fn update_file(
         visibility: update.visibility,
     };
     let meta = state.db.update_file(id, &patch, Utc::now()).await?.ok_or_else(ApiError::file_not_found)?;
-    state.cache.invalidate_file(id).await;
+    state.file_changed(id).await;
     Ok(Json(meta))
 }
 
@@ -397,7 +398,7 @@ async fn delete_file(
     }
     let now = Utc::now();
     state.db.set_deleted(id, Some(now), now).await?;
-    state.cache.invalidate_file(id).await;
+    state.file_changed(id).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -414,7 +415,7 @@ async fn restore_file(
         return Err(ApiError::Conflict("file-not-deleted", "the file is not deleted".into()));
     }
     let meta = state.db.set_deleted(id, None, Utc::now()).await?.ok_or_else(ApiError::file_not_found)?;
-    state.cache.invalidate_file(id).await;
+    state.file_changed(id).await;
     Ok(Json(meta))
 }
 
@@ -432,7 +433,7 @@ async fn purge_file(
     let meta = state.db.get_file(id).await?.ok_or_else(ApiError::file_not_found)?;
     let _guard = state.blob_locks.lock(&meta.content_hash).await;
     let purged = state.db.purge_file(id).await?.ok_or_else(ApiError::file_not_found)?;
-    state.cache.invalidate_file(id).await;
+    state.file_changed(id).await;
     if purged.blob_released {
         state.blobs.delete(&purged.content_hash).await?;
     }
@@ -466,11 +467,22 @@ pub(crate) struct ListParams {
     owner: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct FilePage {
-    items: Vec<FileMeta>,
+    pub(crate) items: Vec<FileMeta>,
     /// Pass as `cursor` for the next page; absent on the last page.
-    next_cursor: Option<String>,
+    pub(crate) next_cursor: Option<String>,
+}
+
+/// Turns `limit + 1` rows into a page and the cursor of the next one.
+pub(crate) fn page(mut items: Vec<FileMeta>, limit: u32, sort: SortKey, order: SortOrder) -> FilePage {
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|last| Cursor::after(last, sort, order).encode())
+    } else {
+        None
+    };
+    FilePage { items, next_cursor }
 }
 
 /// The caller's files, filtered and sorted, a page at a time (keyset pagination).
@@ -508,6 +520,8 @@ async fn list_files(
         .map_err(|m| ApiError::BadRequest("invalid-tags", m))?;
     let query = FileQuery {
         owner_id,
+        readable_by: None,
+        name_contains: None,
         mime_prefix: p.mime.map(|m| m.to_ascii_lowercase()),
         tag: tag.and_then(|t| t.into_iter().next()),
         min_size: p.min_size,
@@ -520,12 +534,6 @@ async fn list_files(
         after,
         limit,
     };
-    let mut items = state.db.list_files(&query).await?;
-    let next_cursor = if items.len() > limit as usize {
-        items.truncate(limit as usize);
-        items.last().map(|last| Cursor::after(last, p.sort, p.order).encode())
-    } else {
-        None
-    };
-    Ok(Json(FilePage { items, next_cursor }))
+    let items = state.db.list_files(&query).await?;
+    Ok(Json(page(items, limit, p.sort, p.order)))
 }

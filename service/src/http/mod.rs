@@ -5,6 +5,7 @@ mod content;
 mod error;
 mod files;
 mod health;
+mod search;
 mod share;
 mod users;
 
@@ -69,6 +70,18 @@ impl Deref for AppState {
     }
 }
 
+impl AppContext {
+    /// Forgets what is cached about a file and moves the search generation, so no cached result lists it
+    /// as it was. Called after every change to a file, its creation and removal included.
+    pub(crate) async fn file_changed(&self, id: uuid::Uuid) {
+        self.cache.invalidate_file(id).await;
+        self.cache.bump_generation(SEARCH_GENERATION).await;
+    }
+}
+
+/// The generation folded into every `search:{query_hash}` key.
+pub(crate) const SEARCH_GENERATION: &str = "search";
+
 /// A fixed set of mutexes picked by content hash: enough to keep unrelated uploads apart.
 pub(crate) struct BlobLocks([tokio::sync::Mutex<()>; 64]);
 
@@ -113,6 +126,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(users::router())
         .merge(admin::router())
         .merge(share::router())
+        .merge(search::router())
         .merge(health::router())
         .split_for_parts();
     let openapi = Arc::new(openapi);

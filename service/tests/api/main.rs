@@ -9,6 +9,7 @@ mod files;
 mod helpers;
 mod matrix;
 mod ops;
+mod search;
 mod shares;
 mod upload;
 mod users;
