@@ -210,7 +210,7 @@ async fn authenticate(state: &AppState, token: &str) -> Result<(Caller, bool), A
     touch(state, &key);
     let user = permissions(&state.cache, &state.db, key.user_id).await?;
     match user {
-        Some(user) if user.disabled_at.is_none() => Ok((Caller { user }, fresh)),
+        Some(user) if user.disabled_at.is_none() => Ok((Caller { user, key_id: key.key_id }, fresh)),
         _ => Err(ApiError::Unauthorized("invalid-api-key")),
     }
 }

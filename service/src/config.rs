@@ -25,6 +25,7 @@ pub struct Config {
     pub download: DownloadConfig,
     pub cors: CorsConfig,
     pub share: ShareConfig,
+    pub rate_limit: RateLimitConfig,
     pub log: LogConfig,
 }
 
@@ -163,6 +164,22 @@ pub struct DownloadConfig {
 impl Default for DownloadConfig {
     fn default() -> Self {
         Self { cache_max_bytes: 256 * 1024 }
+    }
+}
+
+/// Requests allowed per API key (per client address without a key) and minute, by route class;
+/// 0 turns a class's limit off. The whole minute's allowance may be spent at once (burst), then it refills evenly.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    pub api_per_minute: u32,
+    pub download_per_minute: u32,
+    pub upload_per_minute: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self { api_per_minute: 1200, download_per_minute: 600, upload_per_minute: 120 }
     }
 }
 

@@ -12,6 +12,7 @@ mod db;
 mod domain;
 mod http;
 mod media;
+mod ratelimit;
 pub mod startup;
 pub mod telemetry;
 

@@ -63,12 +63,14 @@ async fn open_context(config: Config) -> anyhow::Result<AppContext> {
     let audit = AuditLog::start(db.clone());
     let trusted_proxies = crate::audit::parse_proxies(&config.server.trusted_proxies).map_err(anyhow::Error::msg)?;
     let share_key = http::ShareKey::new(config.share.secret.expose_secret());
+    let limits = crate::ratelimit::Limits::new(&config.rate_limit);
     Ok(AppContext {
         db,
         keys,
         audit,
         trusted_proxies,
         share_key,
+        limits,
         blobs: Arc::new(blobs),
         cache,
         metrics,
@@ -82,6 +84,16 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let bind = config.server.bind;
         let state = AppState(Arc::new(open_context(config).await?));
+        // Rate-limit state of keys back to a full allowance is dropped now and then.
+        let weak = Arc::downgrade(&state.0);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                let Some(ctx) = weak.upgrade() else { return };
+                ctx.limits.forget_idle();
+            }
+        });
         let listener = TcpListener::bind(bind).await.with_context(|| format!("binding {bind}"))?;
         Ok(Self { listener, state })
     }

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use moka::Expiry;
 use moka::future::Cache as Moka;
 
-use super::{CacheBackend, CacheError};
+use super::{CacheBackend, CacheError, RateDecision};
 
 #[derive(Clone)]
 struct Entry {
@@ -85,5 +85,9 @@ impl CacheBackend for MemoryCache {
 
     fn is_shared(&self) -> bool {
         false
+    }
+
+    async fn rate_limit(&self, _: &str, _: Duration, _: u32) -> Result<Option<RateDecision>, CacheError> {
+        Ok(None)
     }
 }

@@ -100,6 +100,21 @@ pub(crate) trait CacheBackend: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), CacheError>;
     /// Whether other instances may share this cache (and so must hear of changes through it).
     fn is_shared(&self) -> bool;
+    /// One request against a GCRA limit shared by every instance (`interval` between requests, `burst` at once);
+    /// `None` when this backend keeps no shared state (the caller limits locally).
+    async fn rate_limit(&self, key: &str, interval: Duration, burst: u32) -> Result<Option<RateDecision>, CacheError>;
+}
+
+/// The outcome of one request against a rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RateDecision {
+    pub(crate) allowed: bool,
+    /// Further requests allowed right now.
+    pub(crate) remaining: u32,
+    /// Until a refused request may be retried.
+    pub(crate) retry_after: Duration,
+    /// Until the whole burst is available again.
+    pub(crate) reset: Duration,
 }
 
 struct FamilyCounters {
@@ -261,6 +276,17 @@ impl Cache {
 
     pub(crate) fn is_shared(&self) -> bool {
         self.backend.is_shared()
+    }
+
+    /// A shared rate-limit decision (`None` without a shared backend or when it failed: limit locally).
+    pub(crate) async fn rate_limit(&self, id: &str, interval: Duration, burst: u32) -> Option<RateDecision> {
+        match self.backend.rate_limit(&format!("{}:ratelimit:{id}", self.namespace), interval, burst).await {
+            Ok(decision) => decision,
+            Err(e) => {
+                self.failed(&e, "rate limit");
+                None
+            }
+        }
     }
 
     /// Forgets a user's cached permissions.

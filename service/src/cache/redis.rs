@@ -19,7 +19,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 // Tokio's clock, so tests can pause and advance it.
 use tokio::time::Instant;
 
-use super::{CacheBackend, CacheError};
+use super::{CacheBackend, CacheError, RateDecision};
 
 pub(crate) struct RedisCache {
     conn: ConnectionManager,
@@ -154,10 +154,53 @@ impl CacheBackend for RedisCache {
         true
     }
 
+    async fn rate_limit(&self, key: &str, interval: Duration, burst: u32) -> Result<Option<RateDecision>, CacheError> {
+        let interval_us = interval.as_micros().max(1) as u64;
+        let tolerance_us = interval_us * u64::from(burst.max(1) - 1);
+        let (allowed, remaining, retry_us, reset_us): (u8, u32, u64, u64) = self
+            .run(async |mut c| {
+                redis::cmd("EVAL")
+                    .arg(GCRA_SCRIPT)
+                    .arg(1)
+                    .arg(key)
+                    .arg(interval_us)
+                    .arg(tolerance_us)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(Some(RateDecision {
+            allowed: allowed == 1,
+            remaining,
+            retry_after: Duration::from_micros(retry_us),
+            reset: Duration::from_micros(reset_us),
+        }))
+    }
+
     async fn ping(&self) -> Result<(), CacheError> {
         self.run(async |mut c| redis::cmd("PING").query_async::<()>(&mut c).await).await
     }
 }
+
+/// GCRA in one atomic step on the server, timed by the server's clock so instances need not agree on time.
+/// KEYS[1]: the limit's key; ARGV: emission interval and burst tolerance, in microseconds.
+/// Returns {allowed (0/1), remaining, retry-after µs, reset µs}.
+const GCRA_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+if tat - now > tolerance then
+  return {0, 0, tat - now - tolerance, tat - now}
+end
+local new_tat = tat + interval
+redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+local remaining = math.floor((tolerance - (new_tat - now)) / interval) + 1
+if remaining < 0 then remaining = 0 end
+return {1, remaining, 0, new_tat - now}
+";
 
 /// Closed: every call goes through. After `failures_to_open` failures in a row it opens for `open_for`;
 /// then a single call is let through (half-open) and its outcome closes or re-opens the circuit.

@@ -111,6 +111,8 @@ pub(crate) struct FileMeta {
 #[derive(Debug, Clone)]
 pub(crate) struct Caller {
     pub(crate) user: User,
+    /// The key the request came with (rate limits are per key).
+    pub(crate) key_id: Uuid,
 }
 
 impl Caller {

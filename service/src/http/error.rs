@@ -39,6 +39,9 @@ pub(crate) enum ApiError {
     QuotaExceeded(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// 429; the rate-limit middleware adds `Retry-After`.
+    #[error("{0}")]
+    RateLimited(String),
     /// 416 carrying the representation's length for `Content-Range: bytes */len`.
     #[error("range not satisfiable")]
     RangeNotSatisfiable(u64),
@@ -61,6 +64,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) | ApiError::QuotaExceeded(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -78,6 +82,7 @@ impl ApiError {
             ApiError::QuotaExceeded(_) => "quota-exceeded",
             ApiError::UnsupportedMediaType(_) => "file-type-denied",
             ApiError::RangeNotSatisfiable(_) => "range-not-satisfiable",
+            ApiError::RateLimited(_) => "rate-limited",
             ApiError::Unavailable(_) => "database-unavailable",
             ApiError::Internal(_) => "internal-error",
         }

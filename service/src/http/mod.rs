@@ -51,6 +51,8 @@ pub(crate) struct AppContext {
     /// Which key belongs to whom, so authentication needs no database query once warm.
     pub(crate) keys: Arc<KeyCache>,
     pub(crate) audit: AuditLog,
+    /// Request limits per key and route class.
+    pub(crate) limits: crate::ratelimit::Limits,
     /// Signs and checks share tokens.
     pub(crate) share_key: share::ShareKey,
     /// `server.trusted_proxies`, parsed.
@@ -137,6 +139,8 @@ pub(crate) fn router(state: AppState) -> Router {
             async move { axum::Json(openapi.as_ref().clone()) }
         }),
     )
+    // The audit layer runs first (outermost): it resolves the caller the rate limit is keyed on.
+    .route_layer(middleware::from_fn_with_state(state.clone(), crate::ratelimit::limit_requests))
     .route_layer(middleware::from_fn_with_state(state.clone(), crate::audit::audit_requests))
     .fallback(|| async { http::StatusCode::NOT_FOUND })
     .layer(middleware::from_fn_with_state(state.clone(), record_metrics))

@@ -7,6 +7,7 @@ mod content;
 mod faults;
 mod files;
 mod helpers;
+mod limits;
 mod matrix;
 mod ops;
 mod search;
