@@ -26,6 +26,7 @@ pub struct Config {
     pub cors: CorsConfig,
     pub share: ShareConfig,
     pub rate_limit: RateLimitConfig,
+    pub thumbnail: ThumbnailConfig,
     pub log: LogConfig,
 }
 
@@ -180,6 +181,26 @@ pub struct RateLimitConfig {
 impl Default for RateLimitConfig {
     fn default() -> Self {
         Self { api_per_minute: 1200, download_per_minute: 600, upload_per_minute: 120 }
+    }
+}
+
+/// Background thumbnailing of images.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThumbnailConfig {
+    /// Images decoded at once; 0 leaves uploads pending (for another instance to do).
+    pub workers: usize,
+    /// Jobs waiting beyond the workers; more stay pending in the database for the next sweep.
+    pub queue: usize,
+    /// Images wider or taller than this are not decoded (and get no thumbnails).
+    pub max_dimension: u32,
+    /// Most memory one decode may allocate; what needs more is refused, not decoded.
+    pub max_decode_bytes: u64,
+}
+
+impl Default for ThumbnailConfig {
+    fn default() -> Self {
+        Self { workers: 2, queue: 1000, max_dimension: 16_384, max_decode_bytes: 512 * 1024 * 1024 }
     }
 }
 

@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::db::{self, MetaStore, NewUser};
 use crate::domain::Role;
 use crate::http::{self, AppContext, AppState, BlobLocks};
+use crate::media::thumbnail::Thumbnailer;
 use crate::telemetry::Metrics;
 
 /// A bound, ready-to-serve instance of the service.
@@ -62,6 +63,16 @@ async fn open_context(config: Config) -> anyhow::Result<AppContext> {
     keys.spawn_poller(cache.clone());
     let audit = AuditLog::start(db.clone());
     let trusted_proxies = crate::audit::parse_proxies(&config.server.trusted_proxies).map_err(anyhow::Error::msg)?;
+    let blobs: Arc<dyn crate::blob::BlobStore> = Arc::new(blobs);
+    let thumbnails = Thumbnailer::start(
+        &config.thumbnail,
+        config.storage.data_dir.join("thumbnails"),
+        db.clone(),
+        blobs.clone(),
+        cache.clone(),
+    )
+    .await
+    .context("starting the thumbnail workers")?;
     let share_key = http::ShareKey::new(config.share.secret.expose_secret());
     let limits = crate::ratelimit::Limits::new(&config.rate_limit);
     Ok(AppContext {
@@ -71,7 +82,8 @@ async fn open_context(config: Config) -> anyhow::Result<AppContext> {
         trusted_proxies,
         share_key,
         limits,
-        blobs: Arc::new(blobs),
+        blobs,
+        thumbnails,
         cache,
         metrics,
         blob_locks: BlobLocks::new(),

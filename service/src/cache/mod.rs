@@ -32,6 +32,9 @@ pub(crate) enum CacheError {
     Skipped,
 }
 
+/// The generation folded into every `search:{query_hash}` key.
+pub(crate) const SEARCH_GENERATION: &str = "search";
+
 /// A key family of the seed's cache contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Family {
@@ -246,10 +249,22 @@ impl Cache {
         }
     }
 
-    /// Forgets everything cached about a file: its metadata, small content and thumbnail.
+    /// Forgets everything cached about a file — metadata, small content, thumbnails — and moves the search
+    /// generation, so no cached search lists it as it was. Called after every change to a file.
+    pub(crate) async fn file_changed(&self, file_id: Uuid) {
+        self.invalidate_file(file_id).await;
+        self.bump_generation(SEARCH_GENERATION).await;
+    }
+
+    /// Forgets everything cached about a file: its metadata, small content and thumbnails.
     pub(crate) async fn invalidate_file(&self, file_id: Uuid) {
         let id = file_id.to_string();
-        let keys = [Family::FileMeta, Family::FileContent, Family::Thumbnail].map(|f| self.key(f, &id));
+        let thumbnails = ["small", "medium", "large"].map(|size| self.key(Family::Thumbnail, &format!("{id}:{size}")));
+        let keys: Vec<String> = [Family::FileMeta, Family::FileContent, Family::Thumbnail]
+            .map(|f| self.key(f, &id))
+            .into_iter()
+            .chain(thumbnails)
+            .collect();
         if let Err(e) = self.backend.delete(&keys).await {
             self.failed(&e, "invalidation");
         }

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::domain::audit::{AuditEntry, AuditEvent, AuditQuery, DayStats};
 use crate::domain::{
-    ApiKey, CursorValue, FileMeta, FilePatch, FileQuery, NewFile, Role, ShareLink, SortKey, SortOrder, User,
+    ApiKey, CursorValue, FileMeta, FilePatch, FileQuery, NewFile, Role, ShareLink, SortKey, SortOrder, ThumbState, User,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +129,10 @@ pub(crate) trait MetaStore: Send + Sync + 'static {
     async fn purge_file(&self, id: Uuid) -> Result<Option<Purged>, DbError>;
     /// Bytes counted against the user's quota: every file of theirs not purged, the trash included.
     async fn used_bytes(&self, user_id: Uuid) -> Result<i64, DbError>;
+    /// Records the outcome of thumbnailing a file (and the image's size when known).
+    async fn set_thumbnail(&self, id: Uuid, state: ThumbState, size: Option<(i32, i32)>) -> Result<(), DbError>;
+    /// Live files whose thumbnails are still to be made, oldest first: (id, content hash).
+    async fn pending_thumbnails(&self, limit: u32) -> Result<Vec<(Uuid, String)>, DbError>;
     /// How many files refer to a blob; `None` when it has no row.
     async fn blob_ref_count(&self, content_hash: &str) -> Result<Option<i64>, DbError>;
     /// Writes a batch of audit events in one statement.

@@ -20,7 +20,7 @@ use super::{
     push_list_query,
 };
 use crate::domain::audit::{AuditEntry, AuditEvent, AuditQuery, DayStats, TypeCount};
-use crate::domain::{ApiKey, FileMeta, FilePatch, FileQuery, NewFile, Role, ShareLink, User, Visibility};
+use crate::domain::{ApiKey, FileMeta, FilePatch, FileQuery, NewFile, Role, ShareLink, ThumbState, User, Visibility};
 
 pub(crate) struct PostgresStore {
     pool: PgPool,
@@ -120,6 +120,10 @@ impl From<KeyRow> for ApiKey {
     }
 }
 
+fn thumb_state(s: Option<String>) -> Result<Option<ThumbState>, DbError> {
+    s.map(|s| ThumbState::parse(&s).ok_or_else(|| DbError::Corrupt(format!("thumb_state {s:?}")))).transpose()
+}
+
 #[derive(FromRow)]
 struct FileRow {
     id: Uuid,
@@ -132,6 +136,9 @@ struct FileRow {
     upload_time: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     deleted_at: Option<DateTime<Utc>>,
+    width: Option<i32>,
+    height: Option<i32>,
+    thumb_state: Option<String>,
     tags: Vec<String>,
 }
 
@@ -151,6 +158,9 @@ impl TryFrom<FileRow> for FileMeta {
             upload_time: r.upload_time,
             updated_at: r.updated_at,
             deleted_at: r.deleted_at,
+            width: r.width,
+            height: r.height,
+            thumbnail: thumb_state(r.thumb_state)?,
         })
     }
 }
@@ -161,7 +171,7 @@ const USER_COLUMNS: &str = "id, name, role, quota_bytes, created_at, disabled_at
 const KEY_COLUMNS: &str = "id, user_id, prefix, created_at, last_used_at, revoked_at";
 /// File columns with the tags folded in, for `FROM file_info f`.
 const FILE_COLUMNS: &str = "f.id, f.user_id, f.name, f.mime_type, f.file_size, f.content_hash, f.visibility, \
-     f.upload_time, f.updated_at, f.deleted_at, \
+     f.upload_time, f.updated_at, f.deleted_at, f.width, f.height, f.thumb_state, \
      ARRAY(SELECT t.tag FROM file_tags t WHERE t.file_id = f.id ORDER BY t.tag) AS tags";
 
 async fn fetch_file(exec: impl sqlx::PgExecutor<'_>, id: Uuid) -> Result<Option<FileMeta>, DbError> {
@@ -385,7 +395,7 @@ impl MetaStore for PostgresStore {
         .await?;
         sqlx::query(
             "INSERT INTO file_info (id, user_id, name, mime_type, file_size, content_hash, visibility, \
-             upload_time, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+             upload_time, updated_at, thumb_state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)",
         )
         .bind(file.id)
         .bind(file.owner_id)
@@ -395,6 +405,7 @@ impl MetaStore for PostgresStore {
         .bind(&file.content_hash)
         .bind(file.visibility.as_str())
         .bind(file.now)
+        .bind(file.thumbnail.map(ThumbState::as_str))
         .execute(&mut *tx)
         .await?;
         replace_tags(&mut tx, file.id, &file.tags).await?;
@@ -473,6 +484,30 @@ impl MetaStore for PostgresStore {
             .bind(user_id)
             .fetch_one(self.pool()?)
             .await?)
+    }
+
+    async fn set_thumbnail(&self, id: Uuid, state: ThumbState, size: Option<(i32, i32)>) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE file_info SET thumb_state = $1, width = COALESCE($2, width), height = COALESCE($3, height) \
+             WHERE id = $4",
+        )
+        .bind(state.as_str())
+        .bind(size.map(|s| s.0))
+        .bind(size.map(|s| s.1))
+        .bind(id)
+        .execute(self.pool()?)
+        .await?;
+        Ok(())
+    }
+
+    async fn pending_thumbnails(&self, limit: u32) -> Result<Vec<(Uuid, String)>, DbError> {
+        Ok(sqlx::query_as(
+            "SELECT id, content_hash FROM file_info WHERE thumb_state = 'pending' AND deleted_at IS NULL \
+             ORDER BY upload_time LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(self.pool()?)
+        .await?)
     }
 
     async fn blob_ref_count(&self, content_hash: &str) -> Result<Option<i64>, DbError> {

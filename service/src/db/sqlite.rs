@@ -14,7 +14,7 @@ use super::{
     push_list_query,
 };
 use crate::domain::audit::{AuditEntry, AuditEvent, AuditQuery, DayStats, TypeCount};
-use crate::domain::{ApiKey, FileMeta, FilePatch, FileQuery, NewFile, Role, ShareLink, User, Visibility};
+use crate::domain::{ApiKey, FileMeta, FilePatch, FileQuery, NewFile, Role, ShareLink, ThumbState, User, Visibility};
 
 pub(crate) struct SqliteStore {
     pool: SqlitePool,
@@ -101,6 +101,10 @@ impl TryFrom<KeyRow> for ApiKey {
     }
 }
 
+fn thumb_state(s: Option<String>) -> Result<Option<ThumbState>, DbError> {
+    s.map(|s| ThumbState::parse(&s).ok_or_else(|| DbError::Corrupt(format!("thumb_state {s:?}")))).transpose()
+}
+
 #[derive(FromRow)]
 struct FileRow {
     id: Uuid,
@@ -113,6 +117,9 @@ struct FileRow {
     upload_time: i64,
     updated_at: i64,
     deleted_at: Option<i64>,
+    width: Option<i32>,
+    height: Option<i32>,
+    thumb_state: Option<String>,
     /// Tags joined by a newline (tags never contain control characters).
     tags: Option<String>,
 }
@@ -133,6 +140,9 @@ impl TryFrom<FileRow> for FileMeta {
             upload_time: time(r.upload_time)?,
             updated_at: time(r.updated_at)?,
             deleted_at: opt_time(r.deleted_at)?,
+            width: r.width,
+            height: r.height,
+            thumbnail: thumb_state(r.thumb_state)?,
         })
     }
 }
@@ -149,7 +159,7 @@ const USER_COLUMNS: &str = "id, name, role, quota_bytes, created_at, disabled_at
 const KEY_COLUMNS: &str = "id, user_id, prefix, created_at, last_used_at, revoked_at";
 /// File columns with the tags folded in, for `FROM file_info f`.
 const FILE_COLUMNS: &str = "f.id, f.user_id, f.name, f.mime_type, f.file_size, f.content_hash, f.visibility, \
-     f.upload_time, f.updated_at, f.deleted_at, \
+     f.upload_time, f.updated_at, f.deleted_at, f.width, f.height, f.thumb_state, \
      (SELECT group_concat(tag, char(10)) FROM file_tags t WHERE t.file_id = f.id) AS tags";
 
 impl SqliteStore {
@@ -374,8 +384,8 @@ impl MetaStore for SqliteStore {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "INSERT INTO file_info (id, user_id, name, mime_type, file_size, content_hash, visibility, upload_time, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO file_info (id, user_id, name, mime_type, file_size, content_hash, visibility, upload_time, \
+             updated_at, thumb_state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(file.id)
         .bind(file.owner_id)
@@ -386,6 +396,7 @@ impl MetaStore for SqliteStore {
         .bind(file.visibility.as_str())
         .bind(now)
         .bind(now)
+        .bind(file.thumbnail.map(ThumbState::as_str))
         .execute(&mut *tx)
         .await?;
         replace_tags(&mut tx, file.id, &file.tags).await?;
@@ -463,6 +474,30 @@ impl MetaStore for SqliteStore {
             .bind(user_id)
             .fetch_one(&self.pool)
             .await?)
+    }
+
+    async fn set_thumbnail(&self, id: Uuid, state: ThumbState, size: Option<(i32, i32)>) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE file_info SET thumb_state = ?, width = COALESCE(?, width), height = COALESCE(?, height) \
+             WHERE id = ?",
+        )
+        .bind(state.as_str())
+        .bind(size.map(|s| s.0))
+        .bind(size.map(|s| s.1))
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn pending_thumbnails(&self, limit: u32) -> Result<Vec<(Uuid, String)>, DbError> {
+        Ok(sqlx::query_as(
+            "SELECT id, content_hash FROM file_info WHERE thumb_state = 'pending' AND deleted_at IS NULL \
+             ORDER BY upload_time LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     async fn blob_ref_count(&self, content_hash: &str) -> Result<Option<i64>, DbError> {

@@ -105,6 +105,44 @@ pub(crate) struct FileMeta {
     pub(crate) updated_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub(crate) deleted_at: Option<DateTime<Utc>>,
+    /// Pixel size, once an image's metadata has been extracted.
+    #[serde(default)]
+    pub(crate) width: Option<i32>,
+    #[serde(default)]
+    pub(crate) height: Option<i32>,
+    /// Thumbnail progress for images; absent for other files.
+    #[serde(default)]
+    pub(crate) thumbnail: Option<ThumbState>,
+}
+
+/// Where an image's thumbnails are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ThumbState {
+    /// Queued or being made.
+    Pending,
+    Ready,
+    /// The image could not be decoded (corrupt, truncated, or beyond the decode limits).
+    Failed,
+}
+
+impl ThumbState {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ThumbState::Pending => "pending",
+            ThumbState::Ready => "ready",
+            ThumbState::Failed => "failed",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(ThumbState::Pending),
+            "ready" => Some(ThumbState::Ready),
+            "failed" => Some(ThumbState::Failed),
+            _ => None,
+        }
+    }
 }
 
 /// The caller of a request, resolved from its API key.
@@ -141,6 +179,8 @@ pub(crate) struct NewFile {
     pub(crate) visibility: Visibility,
     pub(crate) tags: Vec<String>,
     pub(crate) now: DateTime<Utc>,
+    /// `Pending` for images whose thumbnails are to be made.
+    pub(crate) thumbnail: Option<ThumbState>,
 }
 
 /// A change to a file's metadata; `None` leaves a field as it is.

@@ -39,6 +39,9 @@ pub(crate) enum ApiError {
     QuotaExceeded(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// 422 with a specific code.
+    #[error("{1}")]
+    Unprocessable(&'static str, String),
     /// 429; the rate-limit middleware adds `Retry-After`.
     #[error("{0}")]
     RateLimited(String),
@@ -65,6 +68,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unprocessable(..) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -75,7 +79,8 @@ impl ApiError {
             ApiError::BadRequest(code, _)
             | ApiError::Unauthorized(code)
             | ApiError::NotFound(code, _)
-            | ApiError::Conflict(code, _) => code,
+            | ApiError::Conflict(code, _)
+            | ApiError::Unprocessable(code, _) => code,
             ApiError::Forbidden(_) => "forbidden",
             ApiError::PreconditionFailed => "precondition-failed",
             ApiError::PayloadTooLarge(_) => "file-too-large",

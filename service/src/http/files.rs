@@ -18,8 +18,11 @@ use crate::audit::AuditFacts;
 use crate::blob::{BlobWriter, StoredBlob};
 use crate::cache::Family;
 use crate::domain::names::{normalize_tags, sanitize_file_name};
-use crate::domain::{Caller, Cursor, FileMeta, FilePatch, FileQuery, NewFile, SortKey, SortOrder, Visibility};
+use crate::domain::{
+    Caller, Cursor, FileMeta, FilePatch, FileQuery, NewFile, SortKey, SortOrder, ThumbState, Visibility,
+};
 use crate::media;
+use crate::media::thumbnail::is_thumbnailable;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -309,12 +312,13 @@ async fn upload_file(
         id: Uuid::now_v7(),
         owner_id: caller.user.id,
         name,
-        mime_type,
+        mime_type: mime_type.clone(),
         size: i64::try_from(stored.size).map_err(|_| too_large(max))?,
         content_hash: stored.hash.clone(),
         visibility,
         tags,
         now: Utc::now(),
+        thumbnail: is_thumbnailable(&mime_type).then_some(ThumbState::Pending),
     };
     let meta = match state.db.insert_file(&new).await {
         Ok(meta) => meta,
@@ -327,7 +331,11 @@ async fn upload_file(
         }
     };
     drop(_guard);
-    state.file_changed(meta.id).await;
+    state.cache.file_changed(meta.id).await;
+    if meta.thumbnail.is_some() {
+        // The upload does not wait: a full queue leaves the file pending for the next sweep.
+        state.thumbnails.enqueue(meta.id, meta.content_hash.clone());
+    }
     record_upload(&state, &meta, started.elapsed());
     let mut headers = HeaderMap::new();
     if let Ok(location) = HeaderValue::try_from(format!("/api/v1/files/{}", meta.id)) {
@@ -380,7 +388,7 @@ async fn update_file(
         visibility: update.visibility,
     };
     let meta = state.db.update_file(id, &patch, Utc::now()).await?.ok_or_else(ApiError::file_not_found)?;
-    state.file_changed(id).await;
+    state.cache.file_changed(id).await;
     Ok(Json(meta))
 }
 
@@ -398,7 +406,7 @@ async fn delete_file(
     }
     let now = Utc::now();
     state.db.set_deleted(id, Some(now), now).await?;
-    state.file_changed(id).await;
+    state.cache.file_changed(id).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -415,7 +423,7 @@ async fn restore_file(
         return Err(ApiError::Conflict("file-not-deleted", "the file is not deleted".into()));
     }
     let meta = state.db.set_deleted(id, None, Utc::now()).await?.ok_or_else(ApiError::file_not_found)?;
-    state.file_changed(id).await;
+    state.cache.file_changed(id).await;
     Ok(Json(meta))
 }
 
@@ -433,7 +441,8 @@ async fn purge_file(
     let meta = state.db.get_file(id).await?.ok_or_else(ApiError::file_not_found)?;
     let _guard = state.blob_locks.lock(&meta.content_hash).await;
     let purged = state.db.purge_file(id).await?.ok_or_else(ApiError::file_not_found)?;
-    state.file_changed(id).await;
+    state.cache.file_changed(id).await;
+    state.thumbnails.remove(id).await;
     if purged.blob_released {
         state.blobs.delete(&purged.content_hash).await?;
     }

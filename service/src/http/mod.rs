@@ -7,6 +7,7 @@ mod files;
 mod health;
 mod search;
 mod share;
+mod thumbnails;
 mod users;
 
 use std::ops::Deref;
@@ -36,6 +37,7 @@ use crate::audit::AuditLog;
 use crate::auth::KeyCache;
 use crate::blob::BlobStore;
 use crate::cache::Cache;
+pub(crate) use crate::cache::SEARCH_GENERATION;
 use crate::config::Config;
 use crate::db::MetaStore;
 use crate::telemetry::Metrics;
@@ -47,6 +49,8 @@ pub(crate) struct AppContext {
     pub(crate) db: Arc<dyn MetaStore>,
     /// File bytes.
     pub(crate) blobs: Arc<dyn BlobStore>,
+    /// Makes and keeps image thumbnails in the background.
+    pub(crate) thumbnails: Arc<crate::media::thumbnail::Thumbnailer>,
     pub(crate) cache: Cache,
     /// Which key belongs to whom, so authentication needs no database query once warm.
     pub(crate) keys: Arc<KeyCache>,
@@ -71,18 +75,6 @@ impl Deref for AppState {
         &self.0
     }
 }
-
-impl AppContext {
-    /// Forgets what is cached about a file and moves the search generation, so no cached result lists it
-    /// as it was. Called after every change to a file, its creation and removal included.
-    pub(crate) async fn file_changed(&self, id: uuid::Uuid) {
-        self.cache.invalidate_file(id).await;
-        self.cache.bump_generation(SEARCH_GENERATION).await;
-    }
-}
-
-/// The generation folded into every `search:{query_hash}` key.
-pub(crate) const SEARCH_GENERATION: &str = "search";
 
 /// A fixed set of mutexes picked by content hash: enough to keep unrelated uploads apart.
 pub(crate) struct BlobLocks([tokio::sync::Mutex<()>; 64]);
@@ -129,6 +121,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(admin::router())
         .merge(share::router())
         .merge(search::router())
+        .merge(thumbnails::router())
         .merge(health::router())
         .split_for_parts();
     let openapi = Arc::new(openapi);

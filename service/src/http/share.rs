@@ -128,7 +128,7 @@ async fn create_share(
     if meta.visibility == Visibility::Private {
         let patch = FilePatch { visibility: Some(Visibility::Shared), ..FilePatch::default() };
         state.db.update_file(id, &patch, Utc::now()).await?;
-        state.file_changed(id).await;
+        state.cache.file_changed(id).await;
     }
     let now = Utc::now();
     let link = ShareLink {

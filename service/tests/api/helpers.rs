@@ -100,11 +100,28 @@ fn serve(
 /// What is left of an instance after [`TestApp::shut_down`]: its database, to look into.
 pub(crate) struct StoppedApp {
     pub(crate) config: Config,
-    _data_dir: tempfile::TempDir,
-    _database: Option<crate::backends::TestDatabase>,
+    admin_key: String,
+    data_dir: tempfile::TempDir,
+    database: Option<crate::backends::TestDatabase>,
 }
 
 impl StoppedApp {
+    /// Starts the instance again on the same data, with the configuration adjusted first.
+    pub(crate) async fn restart(self, adjust: impl FnOnce(&mut Config)) -> TestApp {
+        let mut config = self.config;
+        adjust(&mut config);
+        let app = Application::build(config.clone()).await.expect("the application builds again");
+        let app = serve(app, config, self.admin_key, self.data_dir, self.database);
+        // A PostgreSQL store connects in the background: wait until it answers.
+        for _ in 0..300 {
+            if app.client.get(app.url("/health/ready")).send().await.is_ok_and(|r| r.status() == 200) {
+                return app;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the restarted instance is not ready after 15 s");
+    }
+
     /// Runs a query returning one count against the instance's database, whichever backend it is.
     pub(crate) async fn count(&self, sql: &'static str) -> i64 {
         use secrecy::ExposeSecret as _;
@@ -132,7 +149,7 @@ impl TestApp {
     pub(crate) async fn shut_down(self) -> StoppedApp {
         let _ = self.stop.send(());
         self.server.await.expect("the server task").expect("a clean shutdown");
-        StoppedApp { config: self.config, _data_dir: self.data_dir, _database: self.database }
+        StoppedApp { config: self.config, admin_key: self.admin_key, data_dir: self.data_dir, database: self.database }
     }
 
     pub(crate) fn url(&self, path: &str) -> String {

@@ -12,5 +12,6 @@ mod matrix;
 mod ops;
 mod search;
 mod shares;
+mod thumbnails;
 mod upload;
 mod users;

@@ -1,4 +1,7 @@
-//! Content types, decided from the bytes (magic numbers via `infer`), never from what the client claims.
+//! Content types, decided from the bytes (magic numbers via `infer`), never from what the client claims;
+//! and what is derived from images (`thumbnail`).
+
+pub(crate) mod thumbnail;
 
 /// How many leading bytes are looked at; `infer` needs far fewer for every format it knows.
 pub(crate) const SNIFF_LEN: usize = 8192;
