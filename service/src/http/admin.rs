@@ -9,17 +9,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, page_limit, require_admin};
 use crate::cache::Family;
 use crate::domain::Caller;
 use crate::domain::audit::{AuditEntry, AuditQuery, DayStats};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_audit)).routes(routes!(get_stats))
-}
-
-fn require_admin(caller: &Caller) -> Result<(), ApiError> {
-    if caller.is_admin() { Ok(()) } else { Err(ApiError::Forbidden("this needs an admin key".into())) }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -54,10 +50,7 @@ async fn list_audit(
     Query(p): Query<AuditParams>,
 ) -> Result<Json<AuditPage>, ApiError> {
     require_admin(&caller)?;
-    let limit = p.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::BadRequest("invalid-query", "limit must be between 1 and 1000".into()));
-    }
+    let limit = page_limit(p.limit, 100)?;
     // The cursor is the last id seen; ids only grow, so a page never shifts under concurrent writes.
     let before_id = p
         .cursor

@@ -13,7 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, decode_cursor, page_limit, tag_filter};
 use crate::audit::AuditFacts;
 use crate::blob::{BlobWriter, StoredBlob};
 use crate::cache::Family;
@@ -503,36 +503,21 @@ async fn list_files(
     Query(p): Query<ListParams>,
 ) -> Result<Json<FilePage>, ApiError> {
     let bad = |m: &str| ApiError::BadRequest("invalid-query", m.to_owned());
-    let limit = p.limit.unwrap_or(50);
-    if !(1..=1000).contains(&limit) {
-        return Err(bad("limit must be between 1 and 1000"));
-    }
+    let limit = page_limit(p.limit, 50)?;
     let owner_id = match p.owner.as_deref() {
         None => Some(caller.user.id),
         Some(_) if !caller.is_admin() => return Err(ApiError::Forbidden("only admins list other users' files".into())),
         Some("all") => None,
         Some(id) => Some(id.parse::<Uuid>().map_err(|_| bad("owner must be a user id or all"))?),
     };
-    let after = p
-        .cursor
-        .as_deref()
-        .map(|c| Cursor::decode(c).filter(|c| c.sort == p.sort && c.order == p.order))
-        .map(|c| {
-            c.ok_or_else(|| ApiError::BadRequest("invalid-cursor", "the cursor is not valid for this listing".into()))
-        })
-        .transpose()?;
-    let tag = p
-        .tag
-        .as_deref()
-        .map(|t| normalize_tags([t]))
-        .transpose()
-        .map_err(|m| ApiError::BadRequest("invalid-tags", m))?;
+    let after = decode_cursor(p.cursor.as_deref(), p.sort, p.order)?;
+    let tag = tag_filter(p.tag.as_deref())?;
     let query = FileQuery {
         owner_id,
         readable_by: None,
         name_contains: None,
         mime_prefix: p.mime.map(|m| m.to_ascii_lowercase()),
-        tag: tag.and_then(|t| t.into_iter().next()),
+        tag,
         min_size: p.min_size,
         max_size: p.max_size,
         from: p.from,

@@ -76,6 +76,45 @@ impl Deref for AppState {
     }
 }
 
+/// Admins only; anyone else gets a 403.
+pub(crate) fn require_admin(caller: &crate::domain::Caller) -> Result<(), ApiError> {
+    if caller.is_admin() { Ok(()) } else { Err(ApiError::Forbidden("this needs an admin key".into())) }
+}
+
+/// A page size from a query: `default` when absent, 1 to 1000 otherwise.
+pub(crate) fn page_limit(limit: Option<u32>, default: u32) -> Result<u32, ApiError> {
+    let limit = limit.unwrap_or(default);
+    if (1..=1000).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::BadRequest("invalid-query", "limit must be between 1 and 1000".into()))
+    }
+}
+
+/// A keyset cursor from a query, which must belong to the same order it is used with.
+pub(crate) fn decode_cursor(
+    cursor: Option<&str>,
+    sort: crate::domain::SortKey,
+    order: crate::domain::SortOrder,
+) -> Result<Option<crate::domain::Cursor>, ApiError> {
+    cursor
+        .map(|c| {
+            crate::domain::Cursor::decode(c).filter(|c| c.sort == sort && c.order == order).ok_or_else(|| {
+                ApiError::BadRequest("invalid-cursor", "the cursor is not valid for this listing".into())
+            })
+        })
+        .transpose()
+}
+
+/// A tag filter from a query, normalised like stored tags.
+pub(crate) fn tag_filter(tag: Option<&str>) -> Result<Option<String>, ApiError> {
+    let normalized = tag
+        .map(|t| crate::domain::names::normalize_tags([t]))
+        .transpose()
+        .map_err(|m| ApiError::BadRequest("invalid-tags", m))?;
+    Ok(normalized.and_then(|t| t.into_iter().next()))
+}
+
 /// A fixed set of mutexes picked by content hash: enough to keep unrelated uploads apart.
 pub(crate) struct BlobLocks([tokio::sync::Mutex<()>; 64]);
 

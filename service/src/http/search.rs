@@ -13,10 +13,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::files::{FilePage, page};
-use super::{ApiError, AppState, SEARCH_GENERATION};
+use super::{ApiError, AppState, SEARCH_GENERATION, decode_cursor, page_limit, tag_filter};
 use crate::cache::Family;
-use crate::domain::names::normalize_tags;
-use crate::domain::{Caller, Cursor, FileQuery, SortKey, SortOrder};
+use crate::domain::{Caller, FileQuery, SortKey, SortOrder};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(search_files))
@@ -50,30 +49,14 @@ async fn search_files(
     Query(p): Query<SearchParams>,
 ) -> Result<Json<FilePage>, ApiError> {
     let bad = |m: &str| ApiError::BadRequest("invalid-query", m.to_owned());
-    let limit = p.limit.unwrap_or(50);
-    if !(1..=1000).contains(&limit) {
-        return Err(bad("limit must be between 1 and 1000"));
-    }
+    let limit = page_limit(p.limit, 50)?;
     let q = p.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
     if q.is_some_and(|q| q.chars().count() > 200) {
         return Err(bad("q is at most 200 characters"));
     }
     let (sort, order) = (SortKey::UploadTime, SortOrder::Desc);
-    let after = p
-        .cursor
-        .as_deref()
-        .map(|c| Cursor::decode(c).filter(|c| c.sort == sort && c.order == order))
-        .map(|c| {
-            c.ok_or_else(|| ApiError::BadRequest("invalid-cursor", "the cursor is not valid for this search".into()))
-        })
-        .transpose()?;
-    let tag = p
-        .tag
-        .as_deref()
-        .map(|t| normalize_tags([t]))
-        .transpose()
-        .map_err(|m| ApiError::BadRequest("invalid-tags", m))?
-        .and_then(|t| t.into_iter().next());
+    let after = decode_cursor(p.cursor.as_deref(), sort, order)?;
+    let tag = tag_filter(p.tag.as_deref())?;
     let query = FileQuery {
         owner_id: None,
         readable_by: (!caller.is_admin()).then_some(caller.user.id),

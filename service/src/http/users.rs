@@ -9,7 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, require_admin};
 use crate::auth::{self, NewKey};
 use crate::db::{DbError, NewUser, UserPatch};
 use crate::domain::{ApiKey, Caller, Role, User};
@@ -21,10 +21,6 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(update_user))
         .routes(routes!(issue_key, list_keys))
         .routes(routes!(revoke_key))
-}
-
-fn require_admin(caller: &Caller) -> Result<(), ApiError> {
-    if caller.is_admin() { Ok(()) } else { Err(ApiError::Forbidden("this needs an admin key".into())) }
 }
 
 /// Admins act on anyone; a user only on themselves. Other users' ids are not disclosed.
