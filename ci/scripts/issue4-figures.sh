@@ -137,6 +137,13 @@ PY
     [ "$pending" = 0 ] && break
     sleep 1
   done
+  ready=0
+  for id in $ids; do
+    s=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $KEY" "http://127.0.0.1:$PORT/api/v1/files/$id/thumbnail?size=large")
+    [ "$s" = 200 ] && ready=$((ready + 1))
+  done
+  dims=$(curl -sf -H "Authorization: Bearer $KEY" "http://127.0.0.1:$PORT/api/v1/files?limit=1" | python3 -c 'import json,sys;f=json.load(sys.stdin)["items"][0];print(f["width"],"x",f["height"])')
+  echo "  thumbnails ready: $ready of 20 (image size recorded: $dims)"
   echo "  20 thumbnailed in $(python3 -c "import time;print(round(time.time()-$started,1))") s; peak VmHWM during the work: ${peak} kB"
   stop
 }

