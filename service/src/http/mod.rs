@@ -2,6 +2,7 @@
 
 mod admin;
 mod content;
+mod debug;
 mod error;
 mod files;
 mod health;
@@ -162,6 +163,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(search::router())
         .merge(thumbnails::router())
         .merge(health::router())
+        .merge(debug::router())
         .split_for_parts();
     let openapi = Arc::new(openapi);
     api.route(

@@ -10,6 +10,7 @@ mod helpers;
 mod limits;
 mod matrix;
 mod ops;
+mod profile;
 mod search;
 mod shares;
 mod thumbnails;

@@ -1,0 +1,122 @@
+//! CPU profiles of the running process: sampled with pprof-rs for a given time and frequency, returned as a
+//! flamegraph SVG or as a gzip'd pprof protobuf (what `go tool pprof` and speedscope open).
+//!
+//! pprof-rs samples with SIGPROF for the whole process, so only one capture runs at a time: a second one
+//! is refused with [`ProfileError::Busy`] rather than queued. Sampling costs the process little while it
+//! waits; symbolizing and rendering happen on a blocking thread, so the runtime keeps serving meanwhile.
+//! Frames have names as long as the binary keeps its symbols (the workspace's release profile keeps
+//! line tables for this).
+
+use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use pprof::protos::Message as _;
+
+/// One capture at a time, process-wide (pprof-rs has one global profiler).
+static BUSY: AtomicBool = AtomicBool::new(false);
+
+/// Frames of the sampling machinery itself, left out of reports.
+const BLOCKLIST: &[&str] = &["libc", "libgcc", "pthread", "vdso"];
+
+/// How a profile is rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// An interactive flamegraph (inferno).
+    Svg,
+    /// A gzip'd `perftools.profiles.Profile` protobuf.
+    Pprof,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("a profile is already being captured")]
+    Busy,
+    #[error("profiler: {0}")]
+    Profiler(#[from] pprof::Error),
+    #[error("rendering the profile: {0}")]
+    Render(String),
+}
+
+struct Claim;
+
+impl Claim {
+    fn take() -> Result<Self, ProfileError> {
+        BUSY.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .map(|_| Claim)
+            .map_err(|_| ProfileError::Busy)
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        BUSY.store(false, Ordering::Release);
+    }
+}
+
+/// Samples the whole process for `duration` at `frequency` Hz (the kernel tick caps what is delivered,
+/// near 250 Hz on common kernels) and renders the result.
+pub async fn capture(duration: Duration, frequency: i32, format: Format) -> Result<Vec<u8>, ProfileError> {
+    let claim = Claim::take()?;
+    let guard = pprof::ProfilerGuardBuilder::default().frequency(frequency).blocklist(BLOCKLIST).build()?;
+    tokio::time::sleep(duration).await;
+    tokio::task::spawn_blocking(move || {
+        let report = guard.report().build();
+        drop(guard);
+        drop(claim);
+        render(&report?, format)
+    })
+    .await
+    .map_err(|e| ProfileError::Render(e.to_string()))?
+}
+
+fn render(report: &pprof::Report, format: Format) -> Result<Vec<u8>, ProfileError> {
+    match format {
+        Format::Svg => {
+            let mut svg = Vec::new();
+            report.flamegraph(&mut svg)?;
+            Ok(svg)
+        }
+        Format::Pprof => {
+            let profile = report.pprof()?;
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            gz.write_all(&profile.encode_to_vec()).map_err(|e| ProfileError::Render(e.to_string()))?;
+            gz.finish().map_err(|e| ProfileError::Render(e.to_string()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spin(until: std::time::Instant) -> u64 {
+        let mut x = 0u64;
+        while std::time::Instant::now() < until {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        }
+        x
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_busy_process_gives_a_flamegraph_and_a_gzipped_profile_and_only_one_at_a_time() {
+        let until = std::time::Instant::now() + Duration::from_millis(1500);
+        let busy = std::thread::spawn(move || spin(until));
+        let (svg, second) = tokio::join!(capture(Duration::from_millis(600), 199, Format::Svg), async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            capture(Duration::from_millis(100), 99, Format::Svg).await
+        });
+        assert!(matches!(second, Err(ProfileError::Busy)), "a second capture is refused while one runs");
+        let svg = String::from_utf8(svg.unwrap()).unwrap();
+        assert!(svg.starts_with("<?xml") && svg.contains("<svg"), "{}", &svg[..svg.len().min(200)]);
+        assert!(svg.contains("spin"), "the busy function shows up in the flamegraph");
+
+        let pb = capture(Duration::from_millis(300), 99, Format::Pprof).await.unwrap();
+        assert_eq!(&pb[..2], &[0x1f, 0x8b], "gzip magic");
+        let mut raw = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&pb[..]), &mut raw).unwrap();
+        let profile = pprof::protos::Profile::decode(raw.as_slice()).unwrap();
+        assert!(!profile.sample.is_empty());
+        busy.join().unwrap();
+    }
+}

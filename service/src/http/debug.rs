@@ -1,0 +1,73 @@
+//! `GET /debug/pprof/profile`: a CPU profile of this process (admin only), as a flamegraph or pprof protobuf.
+
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use fwb_profiling::{Format, ProfileError};
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{ApiError, AppState, require_admin};
+use crate::domain::Caller;
+
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(cpu_profile))
+}
+
+const MAX_SECONDS: u64 = 120;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ProfileParams {
+    /// How long to sample, 1 to 120 (default 10).
+    seconds: Option<u64>,
+    /// Samples per second, 1 to 1000 (default 99; the kernel tick caps it near 250).
+    frequency: Option<i32>,
+    /// `svg` (default) or `pb` (gzip'd pprof protobuf).
+    format: Option<String>,
+}
+
+/// Profile the service's CPU for a while (admin). One capture at a time: another is a 409.
+#[utoipa::path(get, path = "/debug/pprof/profile", tag = "health", params(ProfileParams),
+    responses((status = 200, content_type = "image/svg+xml"), (status = 400), (status = 403), (status = 409)))]
+async fn cpu_profile(
+    State(_state): State<AppState>,
+    caller: Caller,
+    Query(p): Query<ProfileParams>,
+) -> Result<Response, ApiError> {
+    require_admin(&caller)?;
+    let bad = |m: String| ApiError::BadRequest("invalid-query", m);
+    let seconds = p.seconds.unwrap_or(10);
+    if !(1..=MAX_SECONDS).contains(&seconds) {
+        return Err(bad(format!("seconds must be between 1 and {MAX_SECONDS}")));
+    }
+    let frequency = p.frequency.unwrap_or(99);
+    if !(1..=1000).contains(&frequency) {
+        return Err(bad("frequency must be between 1 and 1000".into()));
+    }
+    let (format, content_type, file) = match p.format.as_deref().unwrap_or("svg") {
+        "svg" => (Format::Svg, "image/svg+xml", "profile.svg"),
+        "pb" => (Format::Pprof, "application/octet-stream", "profile.pb.gz"),
+        other => return Err(bad(format!("format must be svg or pb, not {other:?}"))),
+    };
+    let bytes = fwb_profiling::capture(Duration::from_secs(seconds), frequency, format).await.map_err(|e| match e {
+        ProfileError::Busy => ApiError::Conflict("profile-in-progress", "a profile is already being captured".into()),
+        other => ApiError::Internal(other.to_string()),
+    })?;
+    let disposition = format!("attachment; filename=\"{file}\"");
+    Ok((
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (
+                header::CONTENT_DISPOSITION,
+                HeaderValue::try_from(disposition).map_err(|e| ApiError::Internal(e.to_string()))?,
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
+}
