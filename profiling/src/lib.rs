@@ -6,6 +6,11 @@
 //! waits; symbolizing and rendering happen on a blocking thread, so the runtime keeps serving meanwhile.
 //! Frames have names as long as the binary keeps its symbols (the workspace's release profile keeps
 //! line tables for this).
+//!
+//! Also here: the tokio-console layer ([`console_layer`]).
+
+pub mod console;
+pub use console::console_layer;
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};

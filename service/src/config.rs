@@ -28,6 +28,7 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub thumbnail: ThumbnailConfig,
     pub log: LogConfig,
+    pub telemetry: TelemetryConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -182,6 +183,14 @@ impl Default for RateLimitConfig {
     fn default() -> Self {
         Self { api_per_minute: 1200, download_per_minute: 600, upload_per_minute: 120 }
     }
+}
+
+/// Diagnostics beyond logs and metrics.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Where tokio-console can attach (e.g. `127.0.0.1:6669`); unset: no console layer at all.
+    pub console_addr: Option<SocketAddr>,
 }
 
 /// Background thumbnailing of images.

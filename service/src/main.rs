@@ -52,7 +52,7 @@ fn main() -> ExitCode {
         print!("{}", config.to_masked_toml());
         return ExitCode::SUCCESS;
     }
-    telemetry::init_tracing(&config.log);
+    telemetry::init_tracing(&config.log, config.telemetry.console_addr);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -11,14 +11,23 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
-/// Installs the global tracing subscriber; `RUST_LOG` overrides the configured filter.
-pub fn init_tracing(config: &LogConfig) {
+/// Installs the global tracing subscriber; `RUST_LOG` overrides the configured filter. With `console_addr`
+/// the tokio-console layer is added too (the log filter then applies to the log output only).
+pub fn init_tracing(config: &LogConfig, console_addr: Option<std::net::SocketAddr>) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match config.format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().boxed(),
+    };
+    let registry = tracing_subscriber::registry().with(fmt.with_filter(filter));
     // A second call (tests) finds a subscriber installed already; that is fine.
-    let _ = match config.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let _ = match console_addr {
+        Some(addr) => registry.with(fwb_profiling::console_layer(addr)).try_init(),
+        None => registry.try_init(),
     };
 }
 

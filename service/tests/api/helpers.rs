@@ -32,7 +32,7 @@ pub(crate) async fn test_config(
     backend: &Backend,
 ) -> (Config, tempfile::TempDir, Option<crate::backends::TestDatabase>) {
     if std::env::var_os("TEST_LOG").is_some() {
-        filewallball::telemetry::init_tracing(&Config::default().log);
+        filewallball::telemetry::init_tracing(&Config::default().log, None);
     }
     let data_dir = tempfile::tempdir().expect("temp dir");
     let mut config = Config::default();

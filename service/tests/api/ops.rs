@@ -217,3 +217,44 @@ on_both_backends!(
     every_response_has_a_request_id_and_every_error_one_shape,
     the_openapi_document_lists_the_routes,
 );
+
+/// tokio-console attaches: the service started with `telemetry.console_addr` answers a gRPC call on it.
+#[tokio::test]
+async fn the_console_layer_serves_grpc_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (port, console) = (free(), free());
+    let mut child = binary()
+        .env("FWB__STORAGE__DATA_DIR", dir.path())
+        .env("FWB__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .env("FWB__TELEMETRY__CONSOLE_ADDR", format!("127.0.0.1:{console}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut tcp = None;
+    for _ in 0..100 {
+        if let Ok(s) = tokio::net::TcpStream::connect(("127.0.0.1", console)).await {
+            tcp = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let tcp = tcp.expect("the console port answers");
+    let (mut grpc, connection) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
+    tokio::spawn(connection);
+    let request =
+        http::Request::post(format!("http://127.0.0.1:{console}/rs.tokio.console.instrument.Instrument/WatchUpdates"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+    let (response, mut body) = grpc.send_request(request, false).unwrap();
+    // An empty InstrumentRequest: no compression flag, zero length.
+    body.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), response).await.expect("an answer").unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("application/grpc"));
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -1,0 +1,56 @@
+//! `cargo xtask <command>`: orchestration only. This file parses flags and dispatches; each command lives in
+//! its own module and runs other programs through xshell.
+
+mod console;
+mod flamegraph;
+
+use clap::{Parser, Subcommand};
+use xshell::Shell;
+
+#[derive(Parser)]
+#[command(about = "FileWallBall's workspace tasks")]
+struct Flags {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Flamegraph(flamegraph::Flamegraph),
+    Console(console::Console),
+}
+
+fn main() -> anyhow::Result<()> {
+    let sh = Shell::new()?;
+    sh.change_dir(project_root());
+    match Flags::parse().command {
+        Command::Flamegraph(cmd) => cmd.run(&sh),
+        Command::Console(cmd) => cmd.run(&sh),
+    }
+}
+
+/// The workspace root (this crate's parent folder), whatever the caller's working directory.
+fn project_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_owned()
+}
+
+/// `reports/runs/<UTC time>-<what>-<git short sha>`: one folder per run, sortable by time.
+fn run_dir(sh: &Shell, what: &str) -> anyhow::Result<std::path::PathBuf> {
+    let sha = xshell::cmd!(sh, "git rev-parse --short HEAD").read().unwrap_or_else(|_| "nogit".to_owned());
+    let dir = project_root().join("reports/runs").join(run_name(chrono::Utc::now(), what, &sha));
+    sh.create_dir(&dir)?;
+    Ok(dir)
+}
+
+fn run_name(at: chrono::DateTime<chrono::Utc>, what: &str, sha: &str) -> String {
+    format!("{}-{what}-{sha}", at.format("%Y%m%dT%H%M%SZ"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn run_folders_sort_by_time_and_name_the_revision() {
+        let at = chrono::DateTime::parse_from_rfc3339("2026-11-26T10:05:09Z").unwrap().to_utc();
+        assert_eq!(super::run_name(at, "flamegraph", "abc1234"), "20261126T100509Z-flamegraph-abc1234");
+    }
+}
