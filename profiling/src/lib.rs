@@ -9,6 +9,8 @@
 //!
 //! Also here: the tokio-console layer ([`console_layer`]).
 
+#[cfg(feature = "criterion")]
+pub mod bench;
 pub mod console;
 pub use console::console_layer;
 

@@ -5,6 +5,8 @@
 
 mod audit;
 mod auth;
+#[doc(hidden)]
+pub mod bench;
 mod blob;
 mod cache;
 pub mod config;

@@ -201,7 +201,7 @@ fn range_applies(headers: &HeaderMap, etag: &ETag, last_modified: &LastModified)
 
 /// The ranges to send, `None` for the whole file. Another unit than `bytes` is ignored (RFC 9110 §14.2);
 /// malformed, overlapping, too many or unsatisfiable byte ranges are a 416.
-fn requested_ranges(value: &HeaderValue, size: u64) -> Result<Option<Vec<RangeInclusive<u64>>>, ApiError> {
+pub(crate) fn requested_ranges(value: &HeaderValue, size: u64) -> Result<Option<Vec<RangeInclusive<u64>>>, ApiError> {
     let Ok(value) = value.to_str() else { return Err(ApiError::RangeNotSatisfiable(size)) };
     let max = NonZeroUsize::new(MAX_RANGES).expect("non-zero");
     let parsed = match http_range_header::parse_range_header_with_max_ranges(value, max) {

@@ -1,7 +1,7 @@
 //! The HTTP layer: shared state, the router (one module per resource) and the middleware around it.
 
 mod admin;
-mod content;
+pub(crate) mod content;
 mod debug;
 mod error;
 mod files;

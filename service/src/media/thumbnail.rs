@@ -245,13 +245,13 @@ impl Worker {
     }
 }
 
-struct Rendered {
+pub(crate) struct Rendered {
     width: u32,
     height: u32,
-    jpegs: Vec<(ThumbSize, Vec<u8>)>,
+    pub(crate) jpegs: Vec<(ThumbSize, Vec<u8>)>,
 }
 
-fn render(bytes: &[u8], limits: Limits) -> Result<Rendered, image::ImageError> {
+pub(crate) fn render(bytes: &[u8], limits: Limits) -> Result<Rendered, image::ImageError> {
     let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format()?;
     reader.limits(limits);
     let image = reader.decode()?;
