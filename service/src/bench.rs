@@ -7,8 +7,8 @@ use bytes::Bytes;
 use chrono::Utc;
 use uuid::Uuid;
 
-use crate::blob::local::LocalStore;
 use crate::blob::BlobStore;
+use crate::blob::local::LocalStore;
 use crate::cache::memory::MemoryCache;
 use crate::cache::{Cache, Family};
 use crate::domain::{FileMeta, ThumbState, Visibility};
