@@ -6,24 +6,28 @@ use crate::backends::{on_both_backends, postgres_redis_or_skip};
 use crate::helpers::{Backend, error_code, spawn_app_with, spawn_sibling};
 
 async fn requests_over_the_limit_get_429_with_retry_after_and_recover(b: Backend) {
-    // 120 a minute: one every 0.5 s, all 120 at once allowed.
+    // 120 a minute: all 120 at once, then one more every 0.5 s.
     let app = spawn_app_with(&b, |c| c.rate_limit.api_per_minute = 120).await;
     let alice = app.create_user("alice").await;
-    let mut last_remaining = u64::MAX;
-    for i in 0..120 {
+    let started = std::time::Instant::now();
+    let mut allowed = 0u32;
+    let refused = loop {
         let res = app.get(&alice.key, "/api/v1/users/me").send().await.unwrap();
-        assert_eq!(res.status(), 200, "request {i}");
         assert_eq!(res.headers()["ratelimit-limit"], "120");
-        let remaining: u64 = res.headers()["ratelimit-remaining"].to_str().unwrap().parse().unwrap();
-        assert!(remaining <= last_remaining, "remaining only falls while the burst is spent");
-        last_remaining = remaining;
-    }
-    let res = app.get(&alice.key, "/api/v1/users/me").send().await.unwrap();
-    assert_eq!(res.status(), 429);
-    let retry: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        if res.status() == 429 {
+            break res;
+        }
+        assert_eq!(res.status(), 200);
+        allowed += 1;
+        assert!(allowed <= 400, "no 429 after {allowed} requests");
+    };
+    // The whole burst was available, plus what refilled while the loop ran (a slow machine refills more).
+    let refilled = (started.elapsed().as_secs_f64() / 0.5).ceil() as u32;
+    assert!((120..=120 + refilled + 1).contains(&allowed), "{allowed} allowed, {refilled} refilled");
+    let retry: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry), "retry-after {retry}");
-    assert_eq!(res.headers()["ratelimit-remaining"], "0");
-    assert_eq!(error_code(res).await, "rate-limited");
+    assert_eq!(refused.headers()["ratelimit-remaining"], "0");
+    assert_eq!(error_code(refused).await, "rate-limited");
     // Another key is not affected.
     assert_eq!(app.get(&app.admin_key, "/api/v1/users/me").send().await.unwrap().status(), 200);
     // Half a second refills one request.
