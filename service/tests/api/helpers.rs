@@ -79,7 +79,20 @@ pub(crate) async fn spawn_sibling(first: &TestApp) -> TestApp {
     let mut config = first.config.clone();
     config.storage.data_dir = data_dir.path().to_owned();
     let app = Application::build(config.clone()).await.expect("the application builds");
-    serve(app, config, first.admin_key.clone(), data_dir, None)
+    let app = serve(app, config, first.admin_key.clone(), data_dir, None);
+    wait_ready(&app).await;
+    app
+}
+
+/// Waits until the instance is ready (a PostgreSQL store connects and migrates in the background).
+async fn wait_ready(app: &TestApp) {
+    for _ in 0..300 {
+        if app.client.get(app.url("/health/ready")).send().await.is_ok_and(|r| r.status() == 200) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the instance is not ready after 15 s");
 }
 
 fn serve(
@@ -112,14 +125,8 @@ impl StoppedApp {
         adjust(&mut config);
         let app = Application::build(config.clone()).await.expect("the application builds again");
         let app = serve(app, config, self.admin_key, self.data_dir, self.database);
-        // A PostgreSQL store connects in the background: wait until it answers.
-        for _ in 0..300 {
-            if app.client.get(app.url("/health/ready")).send().await.is_ok_and(|r| r.status() == 200) {
-                return app;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!("the restarted instance is not ready after 15 s");
+        wait_ready(&app).await;
+        app
     }
 
     /// Runs a query returning one count against the instance's database, whichever backend it is.
