@@ -151,6 +151,10 @@ pub(crate) fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[Ip
     Some(nearest)
 }
 
+/// The client's address as [`client_ip`] resolved it for this request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientIp(pub(crate) Option<IpAddr>);
+
 /// Facts a handler knows and the audit middleware does not: the file it created, the bytes it took.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct AuditFacts {
@@ -185,7 +189,10 @@ pub(crate) async fn audit_requests(State(state): State<AppState>, mut request: R
     let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_default();
     let (action, always) = action(request.method(), &route);
     let peer = request.extensions().get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
-    let ip = client_ip(peer, request.headers(), &state.trusted_proxies).map(|ip| ip.to_string());
+    let client = client_ip(peer, request.headers(), &state.trusted_proxies);
+    // Inner layers (the rate limit) key on the same address without resolving it again.
+    request.extensions_mut().insert(ClientIp(client));
+    let ip = client.map(|ip| ip.to_string());
     let user_agent = request
         .headers()
         .get(header::USER_AGENT)

@@ -8,7 +8,7 @@
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
@@ -17,6 +17,7 @@ use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use http::{HeaderValue, Method};
 
+use crate::audit::ClientIp;
 use crate::cache::RateDecision;
 use crate::config::RateLimitConfig;
 use crate::domain::Caller;
@@ -123,8 +124,7 @@ pub(crate) async fn limit_requests(State(state): State<AppState>, request: Reque
     let who = match request.extensions().get::<Caller>() {
         Some(caller) => format!("key:{}", caller.key_id),
         None => {
-            let peer = request.extensions().get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
-            let ip = crate::audit::client_ip(peer, request.headers(), &state.trusted_proxies);
+            let ip = request.extensions().get::<ClientIp>().and_then(|c| c.0);
             format!("ip:{}", ip.map(|ip| ip.to_string()).unwrap_or_default())
         }
     };

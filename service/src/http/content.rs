@@ -64,9 +64,7 @@ pub(crate) async fn serve_content(
     let etag: ETag = format!("\"{}\"", meta.content_hash)
         .parse()
         .map_err(|_| ApiError::Internal("content hash is not a valid entity tag".into()))?;
-    // HTTP dates have whole seconds; comparing at that precision is what clients can send back.
-    let modified =
-        SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(meta.upload_time.timestamp()).unwrap_or(0));
+    let modified = content_modified(meta);
     let last_modified = LastModified::from(modified);
 
     let mut validators = HeaderMap::new();
@@ -126,7 +124,12 @@ pub(crate) async fn serve_content(
     Ok((status, res_headers, body).into_response())
 }
 
-enum Precondition {
+/// When a file's bytes last changed, at the whole seconds HTTP dates carry (what clients can send back).
+pub(crate) fn content_modified(meta: &FileMeta) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(meta.upload_time.timestamp()).unwrap_or(0))
+}
+
+pub(crate) enum Precondition {
     Proceed,
     NotModified,
     Failed,
@@ -166,7 +169,11 @@ fn check_entity_tag_list(headers: &HeaderMap, name: header::HeaderName) -> Resul
     Ok(())
 }
 
-fn evaluate_preconditions(headers: &HeaderMap, etag: &ETag, modified: SystemTime) -> Result<Precondition, ApiError> {
+pub(crate) fn evaluate_preconditions(
+    headers: &HeaderMap,
+    etag: &ETag,
+    modified: SystemTime,
+) -> Result<Precondition, ApiError> {
     check_entity_tag_list(headers, header::IF_MATCH)?;
     check_entity_tag_list(headers, header::IF_NONE_MATCH)?;
     if let Some(if_match) = typed::<IfMatch>(headers)? {

@@ -75,6 +75,15 @@ async fn writable_file(state: &AppState, caller: &Caller, id: Uuid) -> Result<Fi
     }
 }
 
+/// [`writable_file`] for changes that need the file live: a deleted one is "not found".
+pub(crate) async fn live_writable_file(state: &AppState, caller: &Caller, id: Uuid) -> Result<FileMeta, ApiError> {
+    let meta = writable_file(state, caller, id).await?;
+    if meta.deleted_at.is_some() {
+        return Err(ApiError::file_not_found());
+    }
+    Ok(meta)
+}
+
 /// Streams one file's bytes into the blob store: enforces the size limit as bytes arrive,
 /// sniffs the type from the first bytes and refuses denied types before storing anything more.
 struct Intake<'a> {
@@ -375,10 +384,7 @@ async fn update_file(
     Path(id): Path<Uuid>,
     Json(update): Json<FileUpdate>,
 ) -> Result<Json<FileMeta>, ApiError> {
-    let current = writable_file(&state, &caller, id).await?;
-    if current.deleted_at.is_some() {
-        return Err(ApiError::file_not_found());
-    }
+    live_writable_file(&state, &caller, id).await?;
     let patch = FilePatch {
         name: update.name.as_deref().map(file_name).transpose()?,
         tags: update
@@ -400,10 +406,7 @@ async fn delete_file(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    let current = writable_file(&state, &caller, id).await?;
-    if current.deleted_at.is_some() {
-        return Err(ApiError::file_not_found());
-    }
+    live_writable_file(&state, &caller, id).await?;
     let now = Utc::now();
     state.db.set_deleted(id, Some(now), now).await?;
     state.cache.file_changed(id).await;

@@ -20,6 +20,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::content::serve_content;
+use super::files::live_writable_file;
 use super::{ApiError, AppState};
 use crate::audit::AuditFacts;
 use crate::domain::{Caller, FilePatch, ShareLink, Visibility};
@@ -91,17 +92,6 @@ pub(crate) struct CreatedShare {
     token: String,
 }
 
-async fn own_file(state: &AppState, caller: &Caller, id: Uuid) -> Result<crate::domain::FileMeta, ApiError> {
-    let meta = state.db.get_file(id).await?.ok_or_else(ApiError::file_not_found)?;
-    if meta.deleted_at.is_some() || !caller.can_read(&meta) {
-        return Err(ApiError::file_not_found());
-    }
-    if !caller.can_write(&meta) {
-        return Err(ApiError::Forbidden("only the owner or an admin may share this file".into()));
-    }
-    Ok(meta)
-}
-
 /// Make a share link. A private file becomes `shared`; setting it back to `private` stops all its links.
 #[utoipa::path(post, path = "/api/v1/files/{id}/share", tag = "shares", request_body = CreateShare,
     params(("id" = Uuid, Path, description = "file id")),
@@ -113,7 +103,7 @@ async fn create_share(
     body: Option<Json<CreateShare>>,
 ) -> Result<(StatusCode, Extension<AuditFacts>, Json<CreatedShare>), ApiError> {
     let Json(body) = body.unwrap_or_default();
-    let meta = own_file(&state, &caller, id).await?;
+    let meta = live_writable_file(&state, &caller, id).await?;
     let config = &state.config.share;
     let ttl = body.expires_in_secs.unwrap_or(config.default_ttl_secs);
     if ttl == 0 || ttl > config.max_ttl_secs {
@@ -155,7 +145,7 @@ async fn list_shares(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> Result<Json<Vec<ShareLink>>, ApiError> {
-    own_file(&state, &caller, id).await?;
+    live_writable_file(&state, &caller, id).await?;
     Ok(Json(state.db.list_shares(id).await?))
 }
 
@@ -169,7 +159,7 @@ async fn revoke_share(
 ) -> Result<(StatusCode, Extension<AuditFacts>), ApiError> {
     let not_found = || ApiError::NotFound("share-not-found", "share link not found".into());
     let link = state.db.get_share(id).await?.ok_or_else(not_found)?;
-    own_file(&state, &caller, link.file_id).await.map_err(|_| not_found())?;
+    live_writable_file(&state, &caller, link.file_id).await.map_err(|_| not_found())?;
     if !state.db.revoke_share(id, Utc::now()).await? {
         return Err(not_found());
     }

@@ -3,12 +3,14 @@
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use headers::{ETag, HeaderMapExt as _};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::content::{Precondition, content_modified, evaluate_preconditions};
 use super::files::readable_file;
 use super::{ApiError, AppState};
 use crate::cache::Family;
@@ -53,16 +55,17 @@ async fn get_thumbnail(
         }
         Some(ThumbState::Ready) => {}
     }
-    let etag = format!("\"{}-{}\"", meta.content_hash, size.as_str());
+    let etag: ETag = format!("\"{}-{}\"", meta.content_hash, size.as_str())
+        .parse()
+        .map_err(|_| ApiError::Internal("content hash is not a valid entity tag".into()))?;
     let mut response_headers = HeaderMap::new();
-    response_headers.insert(header::ETAG, HeaderValue::try_from(&etag).map_err(|e| ApiError::Internal(e.to_string()))?);
+    response_headers.typed_insert(etag.clone());
     response_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=3600"));
-    let matches = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim().trim_start_matches("W/") == etag || t.trim() == "*"));
-    if matches {
-        return Ok((StatusCode::NOT_MODIFIED, response_headers).into_response());
+    // The same conditional-request rules as the content itself: a thumbnail changes only with it.
+    match evaluate_preconditions(&headers, &etag, content_modified(&meta))? {
+        Precondition::Proceed => {}
+        Precondition::NotModified => return Ok((StatusCode::NOT_MODIFIED, response_headers).into_response()),
+        Precondition::Failed => return Err(ApiError::PreconditionFailed),
     }
     let jpeg = state
         .cache
