@@ -5,11 +5,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::backends::{on_both_backends, postgres_redis_or_skip};
-use crate::helpers::{Backend, TestApp, error_code, spawn_app, spawn_sibling};
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
-}
+use crate::helpers::{Backend, TestApp, error_code, metric, spawn_app, spawn_sibling};
 
 async fn db_lookups(app: &TestApp) -> f64 {
     metric(&app.metrics().await, "auth_db_lookups_total ")

@@ -1,29 +1,13 @@
 //! Faults on real servers: Redis unreachable or stopped mid-test, Postgres unreachable at startup.
 
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use filewallball::Application;
 use secrecy::SecretString;
 use serde_json::Value;
 
 use crate::backends::{Backend, postgres_redis_or_skip};
-use crate::helpers::{TestApp, error_code, pattern, spawn_configured, test_config};
-
-/// Polls `check` every 100 ms until it holds; fails after `secs`.
-async fn eventually(secs: u64, what: &str, mut check: impl AsyncFnMut() -> bool) {
-    for _ in 0..secs * 10 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{what}: not reached within {secs} s");
-}
-
-fn metric(text: &str, line_start: &str) -> f64 {
-    text.lines().find_map(|l| l.strip_prefix(line_start)).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
-}
+use crate::helpers::{TestApp, error_code, eventually, free_port, metric, pattern, spawn_configured, test_config};
 
 /// Upload, read metadata twice and download: every step must succeed.
 async fn exercise(app: &TestApp) -> String {
@@ -85,10 +69,6 @@ impl Drop for OwnRedis {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[tokio::test]

@@ -283,3 +283,25 @@ pub(crate) async fn error_code(res: Response) -> String {
     assert!(body["error"]["message"].is_string(), "message in {body}");
     body["error"]["code"].as_str().expect("a code").to_owned()
 }
+
+/// Polls `check` every 100 ms until it holds (the server reaches some states asynchronously);
+/// fails after `secs`.
+pub(crate) async fn eventually(secs: u64, what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..secs * 10 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{what}: not reached within {secs} s");
+}
+
+/// The value of the Prometheus sample whose line starts with `line_start` (name and labels), 0 if absent.
+pub(crate) fn metric(text: &str, line_start: &str) -> f64 {
+    text.lines().find_map(|l| l.strip_prefix(line_start)).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
+}
+
+/// A port nothing listens on right now.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}

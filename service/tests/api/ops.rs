@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::backends::on_both_backends;
-use crate::helpers::{Backend, error_code, spawn_app};
+use crate::helpers::{Backend, error_code, free_port, spawn_app};
 
 async fn readiness_checks_database_cache_and_blob_store(b: Backend) {
     let app = spawn_app(&b).await;
@@ -177,10 +177,7 @@ async fn the_binary_creates_an_admin_serves_with_its_key_and_stops_on_sigterm() 
     let stdout = String::from_utf8(out.stdout).unwrap();
     let key = stdout.lines().find_map(|l| l.strip_prefix("api key (shown once): ")).expect(&stdout).to_owned();
 
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let mut child = binary()
         .env("FWB__STORAGE__DATA_DIR", data)
         .env("FWB__SERVER__BIND", format!("127.0.0.1:{port}"))
@@ -222,8 +219,7 @@ on_both_backends!(
 #[tokio::test]
 async fn the_console_layer_serves_grpc_when_configured() {
     let dir = tempfile::tempdir().unwrap();
-    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let (port, console) = (free(), free());
+    let (port, console) = (free_port(), free_port());
     let mut child = binary()
         .env("FWB__STORAGE__DATA_DIR", dir.path())
         .env("FWB__SERVER__BIND", format!("127.0.0.1:{port}"))

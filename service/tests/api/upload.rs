@@ -1,7 +1,5 @@
 //! Uploads: raw and multipart, streamed, size limits, aborted bodies, denied types, dedup.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use futures_util::stream;
 use reqwest::multipart::{Form, Part};
@@ -9,7 +7,7 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
 use crate::backends::on_both_backends;
-use crate::helpers::{Backend, error_code, pattern, spawn_app, spawn_app_with};
+use crate::helpers::{Backend, error_code, eventually, pattern, spawn_app, spawn_app_with};
 
 async fn raw_upload_then_download_returns_identical_bytes(b: Backend) {
     let app = spawn_app(&b).await;
@@ -152,23 +150,12 @@ async fn an_aborted_upload_leaves_no_file_and_no_row(b: Backend) {
     tcp.write_all(&pattern(2 * 1024 * 1024, 5)).await.unwrap();
     tcp.flush().await.unwrap();
     // The server has started a temporary file for these bytes...
-    wait_until(|| app.temp_files() == 1).await;
+    eventually(10, "a temporary file for the upload", async || app.temp_files() == 1).await;
     // ...and the client goes away mid-body.
     drop(tcp);
-    wait_until(|| app.temp_files() == 0).await;
+    eventually(10, "the temporary file removed", async || app.temp_files() == 0).await;
     assert_eq!(app.stored_blobs(), 0);
     assert_eq!(app.count_files(&app.admin_key).await, 0);
-}
-
-/// Polls a condition the server reaches asynchronously; fails after 10 s.
-async fn wait_until(mut condition: impl FnMut() -> bool) {
-    for _ in 0..200 {
-        if condition() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("condition not reached within 10 s");
 }
 
 async fn identical_uploads_share_one_blob_until_the_last_is_purged(b: Backend) {
