@@ -42,6 +42,8 @@ const LATENCY_BUCKETS: &[f64] =
 pub struct Metrics {
     recorder: Arc<PrometheusRecorder>,
     handle: PrometheusHandle,
+    /// `process_cpu_seconds_total`, `process_resident_memory_bytes`, … read at each scrape.
+    process: Arc<metrics_process::Collector>,
 }
 
 impl Metrics {
@@ -51,7 +53,9 @@ impl Metrics {
             .expect("the bucket list is not empty")
             .build_recorder();
         let handle = recorder.handle();
-        Self { recorder: Arc::new(recorder), handle }
+        let process = metrics_process::Collector::default();
+        metrics::with_local_recorder(&recorder, || process.describe());
+        Self { recorder: Arc::new(recorder), handle, process: Arc::new(process) }
     }
 
     pub(crate) fn counter(&self, name: &'static str, labels: Vec<Label>) -> Counter {
@@ -68,6 +72,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of everything recorded so far.
     pub fn render(&self) -> String {
+        metrics::with_local_recorder(&*self.recorder, || self.process.collect());
         self.handle.render()
     }
 }
