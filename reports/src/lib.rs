@@ -1,0 +1,286 @@
+//! The run summary: what one load-test run measured, as `summary.json`.
+//!
+//! `fwb-loadtest` writes it; the perf gate reads it (a baseline is a summary from an earlier run).
+//! Every change to a field's meaning bumps [`SCHEMA_VERSION`]; readers refuse versions they do not know.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The version of the schema below, written into every summary.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The latency classes of the seed's targets; every request belongs to one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Class {
+    /// Metadata, listing, search and changes: small JSON answers.
+    Api,
+    /// File bytes: whole files, ranges, revalidations, thumbnails.
+    Download,
+    /// Multipart uploads.
+    Upload,
+}
+
+impl Class {
+    pub const ALL: [Class; 3] = [Class::Api, Class::Download, Class::Upload];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Api => "api",
+            Class::Download => "download",
+            Class::Upload => "upload",
+        }
+    }
+}
+
+impl std::fmt::Display for Class {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a run must achieve to pass; part of a scenario, copied into its summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Targets {
+    /// 95th percentile of the coordinated-omission-corrected latency, per class, in milliseconds.
+    #[serde(default)]
+    pub p95_ms: BTreeMap<Class, f64>,
+    /// Failed requests over all requests of the steady state, 0–1.
+    pub max_error_rate: f64,
+    /// Cache hits over lookups of the steady state, all families together, 0–1.
+    pub min_cache_hit_ratio: Option<f64>,
+    /// Achieved request rate over the target rate, 0–1: below it the load generator, not the service, may be the limit.
+    pub min_achieved_rate: f64,
+    /// The service process's mean CPU use as a fraction of the machine's cores, 0–1.
+    pub max_service_cpu: Option<f64>,
+    /// The service process's largest resident set as a fraction of the machine's memory, 0–1.
+    pub max_service_memory: Option<f64>,
+}
+
+/// One run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub schema_version: u32,
+    pub run: RunMeta,
+    pub rate: RateFigures,
+    /// Per latency class (`api`, `download`, `upload`).
+    pub classes: BTreeMap<Class, RequestStats>,
+    /// Per request name (`get_metadata`, `download_range`, …).
+    pub requests: BTreeMap<String, RequestStats>,
+    /// Cache lookups during exactly the steady state, per family, from the service's /metrics.
+    pub cache: CacheFigures,
+    pub server: ServerFigures,
+    /// The load generator's own process.
+    pub loadtest: ProcessFigures,
+    pub machine: MachineFigures,
+    /// One point per second of the steady state.
+    pub timeline: Vec<TimelinePoint>,
+    pub targets: Targets,
+    pub artifacts: Artifacts,
+}
+
+impl Summary {
+    pub fn read(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        // The version first: a summary of another version fails on its version, not on some field.
+        let version = value.get("schema_version").and_then(serde_json::Value::as_u64);
+        if version != Some(u64::from(SCHEMA_VERSION)) {
+            return Err(format!(
+                "{}: summary schema version {} (this build reads {SCHEMA_VERSION})",
+                path.display(),
+                version.map_or_else(|| "missing".to_owned(), |v| v.to_string())
+            ));
+        }
+        serde_json::from_value(value).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        std::fs::write(path, text + "\n")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunMeta {
+    /// `git rev-parse HEAD` where the load test ran, if it ran in a checkout.
+    pub git_revision: Option<String>,
+    /// Uncommitted changes in that checkout.
+    pub git_dirty: Option<bool>,
+    pub scenario: String,
+    pub scenario_file: String,
+    /// BLAKE3 of the scenario file's bytes.
+    pub scenario_hash: String,
+    pub target_url: String,
+    /// What the service stored its data in, as the caller said (`embedded`, `external`, …).
+    pub backend: String,
+    /// Of the machine the load generator ran on.
+    pub cores: usize,
+    pub memory_bytes: u64,
+    pub started_at: DateTime<Utc>,
+    /// When the steady state, the measured window, began and ended.
+    pub steady_started_at: DateTime<Utc>,
+    pub ended_at: DateTime<Utc>,
+    pub users: usize,
+    pub steady_seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RateFigures {
+    /// Requests per second the scenario asked for in the steady state (the mean, with a spike counted in).
+    pub target_rps: f64,
+    /// Requests due in the steady state and completed, over its length.
+    pub achieved_rps: f64,
+    /// `achieved_rps / target_rps`.
+    pub achieved_fraction: f64,
+    pub requests: u64,
+    pub errors: u64,
+    pub error_rate: f64,
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Percentiles {
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub mean_ms: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestStats {
+    pub class: Class,
+    pub count: u64,
+    pub errors: u64,
+    pub error_rate: f64,
+    /// From when the request was due by its user's schedule: what a client that keeps its own pace waits.
+    /// Corrected for coordinated omission; the targets apply to this one.
+    pub corrected: Percentiles,
+    /// From when the request was sent.
+    pub sent: Percentiles,
+    /// Responses per HTTP status; `"error"` for requests that got none (refused, reset, timed out).
+    pub status: BTreeMap<String, u64>,
+    /// The most frequent error messages, most frequent first.
+    pub top_errors: Vec<ErrorCount>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorCount {
+    pub message: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct CacheFigures {
+    pub families: BTreeMap<String, CacheFamily>,
+    /// All families together.
+    pub total: CacheFamily,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct CacheFamily {
+    pub hits: u64,
+    pub misses: u64,
+    /// `hits / (hits + misses)`; `None` when there were no lookups.
+    pub ratio: Option<f64>,
+}
+
+impl CacheFamily {
+    pub fn new(hits: u64, misses: u64) -> Self {
+        let lookups = hits + misses;
+        Self { hits, misses, ratio: (lookups > 0).then(|| hits as f64 / lookups as f64) }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ServerFigures {
+    /// Where CPU and memory came from: `proc` (the process's /proc entry), `metrics` (its /metrics), or `none`.
+    pub source: String,
+    pub process: ProcessFigures,
+    /// Mean CPU as a fraction of this machine's cores, 0–1.
+    pub cpu_fraction_mean: Option<f64>,
+    /// Largest resident set as a fraction of this machine's memory, 0–1.
+    pub memory_fraction_max: Option<f64>,
+    /// The service's own request-duration histogram over the steady state, per endpoint (method and route);
+    /// percentiles are bucket upper bounds.
+    pub latency: BTreeMap<String, ServerLatency>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct ProcessFigures {
+    /// CPU in cores (1.0 = one core busy), sampled once a second.
+    pub cpu_cores_mean: Option<f64>,
+    pub cpu_cores_max: Option<f64>,
+    pub rss_bytes_mean: Option<u64>,
+    pub rss_bytes_max: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct ServerLatency {
+    pub count: u64,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct MachineFigures {
+    pub cores: usize,
+    pub memory_bytes: u64,
+    /// All cores busy = 1.
+    pub cpu_busy_mean: Option<f64>,
+    pub cpu_busy_max: Option<f64>,
+    pub memory_used_max_bytes: Option<u64>,
+    /// The filesystem holding the output directory: used over size, at the end.
+    pub disk_used_fraction: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TimelinePoint {
+    /// Seconds since the steady state began.
+    pub t_s: u32,
+    /// Requests due in this second that completed, and how many of them failed.
+    pub requests: u64,
+    pub errors: u64,
+    pub server_cpu_cores: Option<f64>,
+    pub server_rss_bytes: Option<u64>,
+}
+
+/// Files next to `summary.json`, relative to its directory.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Artifacts {
+    pub goose_reports: Vec<String>,
+    /// HdrHistogram V2 logs, by `class/NAME` and `request/NAME`; each holds a `corrected` and a `sent` histogram.
+    pub histograms: BTreeMap<String, String>,
+    pub flamegraph: Option<String>,
+    /// Why there is no flamegraph, when there is none.
+    pub flamegraph_note: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_ratio_is_absent_without_lookups() {
+        assert_eq!(CacheFamily::new(0, 0).ratio, None);
+        assert_eq!(CacheFamily::new(3, 1).ratio, Some(0.75));
+    }
+
+    #[test]
+    fn a_summary_of_another_schema_version_is_refused() {
+        let dir = std::env::temp_dir().join(format!("fwb-reports-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("summary.json");
+        std::fs::write(&path, r#"{"schema_version": 999}"#).unwrap();
+        let error = Summary::read(&path).unwrap_err();
+        assert!(error.contains("schema version 999"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
