@@ -1,0 +1,405 @@
+//! The engine: goose users that keep a schedule, and the recorder of what they measured.
+//!
+//! Each user has its own sequence of due times, one every `users / rate` seconds. A user waits for its next
+//! due time, sends, and moves its due time on by one interval however long the answer took: a slow answer
+//! does not thin out the load (as it would with a wait after each answer), the user catches up instead.
+//! Latency is recorded twice: from the due time, which counts the time a request waited behind a slow one
+//! (coordinated-omission corrected, what a client with its own pace sees), and from the send time.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use fwb_reports::{Class, ErrorCount, Percentiles, RequestStats, TimelinePoint};
+use goose::prelude::*;
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::V2DeflateSerializer;
+use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::scenario::Spike;
+
+/// When a run does what.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    pub users: usize,
+    pub rate: f64,
+    pub spike: Option<Spike>,
+    pub ramp_up: Duration,
+    pub warm_up: Duration,
+    pub steady: Duration,
+    pub timeout: Duration,
+}
+
+impl Shape {
+    /// After the steady state, users stop sending and answers still in flight arrive.
+    pub fn drain(&self) -> Duration {
+        self.timeout.min(Duration::from_secs(5))
+    }
+
+    fn rate_at(&self, since_steady: Option<Duration>) -> f64 {
+        match (self.spike, since_steady) {
+            (Some(s), Some(t)) if (s.at_s..s.at_s + s.duration_s).contains(&t.as_secs()) => self.rate * s.factor,
+            _ => self.rate,
+        }
+    }
+
+    fn peak_rate(&self) -> f64 {
+        self.rate * self.spike.map_or(1.0, |s| s.factor.max(1.0))
+    }
+}
+
+/// The run's clock: fixed when the run starts.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    pub started: Instant,
+    pub started_at: SystemTime,
+    pub steady_start: Instant,
+    pub steady_end: Instant,
+    /// Users stop here.
+    pub end: Instant,
+}
+
+impl Clock {
+    pub fn new(shape: &Shape) -> Self {
+        let started = Instant::now();
+        let steady_start = started + shape.ramp_up + shape.warm_up;
+        let steady_end = steady_start + shape.steady;
+        Clock { started, started_at: SystemTime::now(), steady_start, steady_end, end: steady_end + shape.drain() }
+    }
+
+    pub fn in_steady(&self, t: Instant) -> bool {
+        t >= self.steady_start && t < self.steady_end
+    }
+
+    pub fn wall(&self, t: Instant) -> SystemTime {
+        self.started_at + t.saturating_duration_since(self.started)
+    }
+}
+
+/// A user's own state, kept between its requests.
+#[derive(Debug, Clone)]
+pub struct UserCtx {
+    /// The goose user's number, from 0.
+    pub index: usize,
+    pub rng: SmallRng,
+    next_due: Option<Instant>,
+    /// The next page of the listing this user saw last.
+    pub cursor: Option<String>,
+}
+
+/// One request as a workload made it.
+#[derive(Debug)]
+pub struct Performed {
+    pub name: &'static str,
+    pub class: Class,
+    /// Just before the request went out.
+    pub sent: Instant,
+    /// The response's status, if one arrived.
+    pub status: Option<u16>,
+    /// Why the request counts as failed: no response, an unexpected status, or a wrong body.
+    pub error: Option<String>,
+}
+
+/// What users do when their request is due: one HTTP request through the goose user, checked.
+#[async_trait]
+pub trait Workload: Send + Sync + 'static {
+    async fn perform(&self, user: &mut GooseUser, ctx: &mut UserCtx) -> Performed;
+}
+
+impl UserCtx {
+    /// The state of user `index`, with a random generator seeded from it (runs repeat their choices).
+    pub fn new(index: usize) -> Self {
+        UserCtx { index, rng: SmallRng::seed_from_u64(0x5eed ^ index as u64), next_due: None, cursor: None }
+    }
+}
+
+#[derive(Clone)]
+struct Slot(Option<UserCtx>);
+
+/// A goose attack of `shape.users` users running `workload` on its schedule against `host`.
+/// `goose_reports` are the paths goose writes its own reports to (`.html`, `.json`, `.md`).
+pub async fn drive(
+    host: &str,
+    shape: &Shape,
+    clock: Clock,
+    workload: Arc<dyn Workload>,
+    recorder: Arc<Recorder>,
+    goose_reports: &[&Path],
+) -> anyhow::Result<GooseMetrics> {
+    let engine = Arc::new(Engine { shape: shape.clone(), clock, workload, recorder });
+    let transaction = Transaction::new(Arc::new(move |user: &mut GooseUser| {
+        let engine = engine.clone();
+        Box::pin(async move {
+            engine.step(user).await;
+            Ok(())
+        })
+    }))
+    .set_name("paced");
+
+    // Users start over the ramp, then hold until the steady state and the drain are over, then stop at once.
+    let ramp = shape.ramp_up.as_secs().max(1);
+    let hold = (clock.end.saturating_duration_since(clock.started)).as_secs().saturating_sub(ramp).max(1);
+    let plan = format!("{users},{ramp}s;{users},{hold}s;0,0s", users = shape.users);
+    // A cap well above the highest scheduled rate: it only stops a runaway, the schedule sets the rate.
+    let cap = (shape.peak_rate() * 2.0).ceil().max(10.0) as usize;
+    let mut args = vec![
+        "--host".to_owned(),
+        host.to_owned(),
+        "--test-plan".to_owned(),
+        plan,
+        "--throttle-requests".to_owned(),
+        cap.to_string(),
+        "--timeout".to_owned(),
+        shape.timeout.as_secs().max(1).to_string(),
+        "--no-gzip".to_owned(),
+        "--no-telnet".to_owned(),
+        "--no-print-metrics".to_owned(),
+        "--no-error-summary".to_owned(),
+        "--quiet".to_owned(),
+        // The transaction's time includes the wait for its due time, so goose's transaction figures would mislead;
+        // its per-request figures are kept.
+        "--no-transaction-metrics".to_owned(),
+        "--no-scenario-metrics".to_owned(),
+    ];
+    for report in goose_reports {
+        args.push("--report-file".to_owned());
+        args.push(report.display().to_string());
+    }
+    let config = goose::config::GooseConfiguration::parse_args_default(&args)?;
+    let metrics = GooseAttack::initialize_with_config(config)?
+        .register_scenario(scenario!("users").register_transaction(transaction))
+        .execute()
+        .await?;
+    Ok(metrics)
+}
+
+struct Engine {
+    shape: Shape,
+    clock: Clock,
+    workload: Arc<dyn Workload>,
+    recorder: Arc<Recorder>,
+}
+
+impl Engine {
+    fn interval_at(&self, due: Instant) -> Duration {
+        let since_steady = due.checked_duration_since(self.clock.steady_start);
+        Duration::from_secs_f64(self.shape.users as f64 / self.shape.rate_at(since_steady))
+    }
+
+    async fn step(&self, user: &mut GooseUser) {
+        let index = user.weighted_users_index;
+        let mut ctx =
+            user.get_session_data_mut::<Slot>().and_then(|slot| slot.0.take()).unwrap_or_else(|| UserCtx::new(index));
+        let due = match ctx.next_due {
+            Some(due) => due,
+            None => {
+                // Users start spread over one interval, not all at once.
+                let now = Instant::now();
+                now + self.interval_at(now).mul_f64(ctx.rng.random::<f64>())
+            }
+        };
+        if due >= self.clock.steady_end {
+            // The schedule is over: idle until goose stops the user.
+            tokio::time::sleep_until(self.clock.end.into()).await;
+            ctx.next_due = Some(due);
+            user.set_session_data(Slot(Some(ctx)));
+            return;
+        }
+        ctx.next_due = Some(due + self.interval_at(due));
+        tokio::time::sleep_until(due.into()).await;
+        let performed = self.workload.perform(user, &mut ctx).await;
+        self.recorder.record(&performed, due, Instant::now());
+        user.set_session_data(Slot(Some(ctx)));
+    }
+}
+
+/// Latency, counts and outcomes of one request name or class, over the steady state.
+struct Series {
+    class: Class,
+    count: u64,
+    errors: u64,
+    corrected: Histogram<u64>,
+    sent: Histogram<u64>,
+    status: BTreeMap<String, u64>,
+    messages: HashMap<String, u64>,
+}
+
+impl Series {
+    fn new(class: Class) -> Self {
+        // Microseconds, from 1 µs to an hour, 3 significant digits.
+        let histogram = || Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
+        Series {
+            class,
+            count: 0,
+            errors: 0,
+            corrected: histogram(),
+            sent: histogram(),
+            status: BTreeMap::new(),
+            messages: HashMap::new(),
+        }
+    }
+
+    fn add(&mut self, p: &Performed, corrected: Duration, sent: Duration) {
+        self.count += 1;
+        self.corrected.saturating_record(corrected.as_micros().max(1) as u64);
+        self.sent.saturating_record(sent.as_micros().max(1) as u64);
+        let status = p.status.map_or_else(|| "error".to_owned(), |s| s.to_string());
+        *self.status.entry(status).or_default() += 1;
+        if let Some(message) = &p.error {
+            self.errors += 1;
+            *self.messages.entry(message.clone()).or_default() += 1;
+        }
+    }
+
+    fn stats(&self) -> RequestStats {
+        let mut top: Vec<ErrorCount> =
+            self.messages.iter().map(|(message, &count)| ErrorCount { message: message.clone(), count }).collect();
+        top.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.message.cmp(&b.message)));
+        top.truncate(10);
+        RequestStats {
+            class: self.class,
+            count: self.count,
+            errors: self.errors,
+            error_rate: ratio(self.errors, self.count),
+            corrected: percentiles(&self.corrected),
+            sent: percentiles(&self.sent),
+            status: self.status.clone(),
+            top_errors: top,
+        }
+    }
+}
+
+fn ratio(part: u64, whole: u64) -> f64 {
+    if whole == 0 { 0.0 } else { part as f64 / whole as f64 }
+}
+
+fn percentiles(h: &Histogram<u64>) -> Percentiles {
+    let ms = |us: u64| us as f64 / 1000.0;
+    if h.is_empty() {
+        return Percentiles::default();
+    }
+    Percentiles {
+        p50_ms: ms(h.value_at_quantile(0.50)),
+        p90_ms: ms(h.value_at_quantile(0.90)),
+        p95_ms: ms(h.value_at_quantile(0.95)),
+        p99_ms: ms(h.value_at_quantile(0.99)),
+        max_ms: ms(h.max()),
+        mean_ms: h.mean() / 1000.0,
+    }
+}
+
+#[derive(Default)]
+struct Figures {
+    by_name: BTreeMap<&'static str, Series>,
+    by_class: BTreeMap<Class, Series>,
+    /// Per second of the steady state: requests and errors.
+    timeline: Vec<(u64, u64)>,
+}
+
+/// Everything measured, shared by all users.
+pub struct Recorder {
+    clock: Clock,
+    figures: Mutex<Figures>,
+    /// Over the whole run, for the progress line.
+    pub completed: AtomicU64,
+    pub failed: AtomicU64,
+    /// The latest error message, for the progress line.
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl Recorder {
+    pub fn new(clock: Clock) -> Self {
+        let seconds = clock.steady_end.duration_since(clock.steady_start).as_secs() as usize;
+        Recorder {
+            clock,
+            figures: Mutex::new(Figures { timeline: vec![(0, 0); seconds.max(1)], ..Figures::default() }),
+            completed: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    pub fn record(&self, p: &Performed, due: Instant, done: Instant) {
+        self.completed.fetch_add(1, Ordering::Relaxed);
+        if let Some(error) = &p.error {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            *self.last_error.lock().unwrap() = Some(format!("{}: {error}", p.name));
+        }
+        if !self.clock.in_steady(due) {
+            return;
+        }
+        let corrected = done.saturating_duration_since(due);
+        let sent = done.saturating_duration_since(p.sent);
+        let mut figures = self.figures.lock().unwrap();
+        figures.by_name.entry(p.name).or_insert_with(|| Series::new(p.class)).add(p, corrected, sent);
+        figures.by_class.entry(p.class).or_insert_with(|| Series::new(p.class)).add(p, corrected, sent);
+        let second = due.duration_since(self.clock.steady_start).as_secs() as usize;
+        if let Some(slot) = figures.timeline.get_mut(second) {
+            slot.0 += 1;
+            slot.1 += u64::from(p.error.is_some());
+        }
+    }
+
+    pub fn by_class(&self) -> BTreeMap<Class, RequestStats> {
+        self.figures.lock().unwrap().by_class.iter().map(|(c, s)| (*c, s.stats())).collect()
+    }
+
+    pub fn by_name(&self) -> BTreeMap<String, RequestStats> {
+        self.figures.lock().unwrap().by_name.iter().map(|(n, s)| ((*n).to_owned(), s.stats())).collect()
+    }
+
+    /// Requests and errors per second of the steady state.
+    pub fn timeline(&self) -> Vec<TimelinePoint> {
+        self.figures
+            .lock()
+            .unwrap()
+            .timeline
+            .iter()
+            .enumerate()
+            .map(|(t, &(requests, errors))| TimelinePoint {
+                t_s: t as u32,
+                requests,
+                errors,
+                server_cpu_cores: None,
+                server_rss_bytes: None,
+            })
+            .collect()
+    }
+
+    /// Writes one HdrHistogram V2 log per class and per request name into `dir`, each with a `corrected`
+    /// and a `sent` histogram (microseconds); returns `class/NAME` and `request/NAME` → file name.
+    pub fn write_histograms(&self, dir: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+        let figures = self.figures.lock().unwrap();
+        let mut written = BTreeMap::new();
+        let series = figures
+            .by_class
+            .iter()
+            .map(|(c, s)| (format!("class/{c}"), format!("class-{c}.hlog"), s))
+            .chain(figures.by_name.iter().map(|(n, s)| (format!("request/{n}"), format!("request-{n}.hlog"), s)));
+        let start = self.clock.wall(self.clock.steady_start);
+        let length = self.clock.steady_end.duration_since(self.clock.steady_start);
+        for (key, file, s) in series {
+            let mut out = Vec::new();
+            let mut serializer = V2DeflateSerializer::new();
+            let mut log = IntervalLogWriterBuilder::new()
+                .add_comment(&format!("fwb-loadtest {key}: latency in microseconds over the steady state"))
+                .with_start_time(start)
+                .with_base_time(start)
+                .with_max_value_divisor(1000.0)
+                .begin_log_with(&mut out, &mut serializer)?;
+            for (tag, h) in [("corrected", &s.corrected), ("sent", &s.sent)] {
+                log.write_histogram(h, Duration::ZERO, length, Tag::new(tag))
+                    .map_err(|e| anyhow::anyhow!("writing {file}: {e:?}"))?;
+            }
+            drop(log);
+            std::fs::write(dir.join(&file), out)?;
+            written.insert(key, file);
+        }
+        Ok(written)
+    }
+}

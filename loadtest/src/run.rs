@@ -1,0 +1,292 @@
+//! One run, end to end: seed, drive the users, watch the service, write the summary and the artifacts.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use fwb_reports::{
+    Artifacts, MachineFigures, RateFigures, RunMeta, SCHEMA_VERSION, ServerFigures, Summary, TimelinePoint,
+};
+use sysinfo::System;
+
+use crate::monitor::{self, Monitor, MonitorReport};
+use crate::pacing::{self, Clock, Recorder, Shape};
+use crate::scenario::Scenario;
+use crate::seed::{self, Api};
+use crate::workload::FileService;
+
+/// What a run needs to know.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub scenario: PathBuf,
+    pub target: String,
+    pub admin_key: String,
+    pub out: PathBuf,
+    pub service_pid: Option<u32>,
+    /// What the service stores its data in, for the summary.
+    pub backend: String,
+}
+
+pub fn shape_of(scenario: &Scenario) -> Shape {
+    Shape {
+        users: scenario.users,
+        rate: scenario.rate,
+        spike: scenario.spike,
+        ramp_up: Duration::from_secs(scenario.ramp_up_s),
+        warm_up: Duration::from_secs(scenario.warm_up_s),
+        steady: Duration::from_secs(scenario.steady_s),
+        timeout: Duration::from_secs(scenario.request_timeout_s),
+    }
+}
+
+pub async fn run(options: &Options) -> anyhow::Result<Summary> {
+    let scenario = Scenario::load(&options.scenario)?;
+    let scenario_hash = blake3::hash(&std::fs::read(&options.scenario)?).to_hex().to_string();
+    std::fs::create_dir_all(&options.out).with_context(|| format!("creating {}", options.out.display()))?;
+    let started_at = Utc::now();
+    let api = Api::new(&options.target, Duration::from_secs(scenario.request_timeout_s.max(60)))?;
+    api.wait_ready(Duration::from_secs(30)).await?;
+
+    say(&format!(
+        "seeding {} accounts and {} files on {} …",
+        scenario.seed.accounts, scenario.seed.files, options.target
+    ));
+    let seeding = Instant::now();
+    let data = Arc::new(seed::seed(&api, &options.admin_key, &scenario.seed).await?);
+    say(&format!(
+        "seeded in {:.1} s: {} files reused, {} uploaded ({} images)",
+        seeding.elapsed().as_secs_f64(),
+        data.reused,
+        data.uploaded,
+        data.images.len()
+    ));
+
+    let shape = shape_of(&scenario);
+    let clock = Clock::new(&shape);
+    let recorder = Arc::new(Recorder::new(clock));
+    let run_tag = started_at.format("%Y%m%dT%H%M%S").to_string();
+    let workload = Arc::new(FileService::new(&scenario, data.clone(), run_tag));
+    let monitor = Monitor {
+        api: api.clone(),
+        admin_key: options.admin_key.clone(),
+        service_pid: options.service_pid,
+        out_dir: options.out.clone(),
+    };
+    let watching = tokio::spawn(monitor.run(clock));
+    let progress = tokio::spawn(progress(clock, recorder.clone(), scenario.rate));
+
+    let reports: Vec<PathBuf> =
+        ["goose-report.html", "goose-report.json", "goose-report.md"].iter().map(|f| options.out.join(f)).collect();
+    let report_refs: Vec<&Path> = reports.iter().map(PathBuf::as_path).collect();
+    say(&format!(
+        "running {}: {} users, {} req/s, ramp {} s, warm-up {} s, steady {} s",
+        scenario.name, scenario.users, scenario.rate, scenario.ramp_up_s, scenario.warm_up_s, scenario.steady_s
+    ));
+    let driven = pacing::drive(&options.target, &shape, clock, workload.clone(), recorder.clone(), &report_refs).await;
+    progress.abort();
+    if std::io::stderr().is_terminal() {
+        eprintln!();
+    }
+    let watched = watching.await.unwrap_or_default();
+    let ended_at = Utc::now();
+    clean_up(&api, &options.admin_key, &data, &workload).await;
+    driven?;
+
+    let summary = summarize(options, &scenario, scenario_hash, clock, started_at, ended_at, &recorder, &watched)?;
+    summary.write(&options.out.join("summary.json"))?;
+    for problem in &watched.problems {
+        say(&format!("warning: {problem}"));
+    }
+    Ok(summary)
+}
+
+/// Deletes what users uploaded and revokes this run's keys; problems are reported, not fatal.
+async fn clean_up(api: &Api, admin_key: &str, data: &seed::DataSet, workload: &FileService) {
+    for (account, files) in workload.leftovers() {
+        let key = &data.accounts[account].key;
+        for file in files {
+            if let Err(e) = api.delete(key, &format!("/api/v1/files/{}", file.id)).await {
+                say(&format!("warning: could not delete upload {}: {e}", file.name));
+            }
+        }
+    }
+    if let Err(e) = seed::release(api, admin_key, data).await {
+        say(&format!("warning: could not revoke this run's keys: {e}"));
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn summarize(
+    options: &Options,
+    scenario: &Scenario,
+    scenario_hash: String,
+    clock: Clock,
+    started_at: DateTime<Utc>,
+    ended_at: DateTime<Utc>,
+    recorder: &Recorder,
+    watched: &MonitorReport,
+) -> anyhow::Result<Summary> {
+    let classes = recorder.by_class();
+    let requests = recorder.by_name();
+    let steady_s = scenario.steady_s as f64;
+    let count: u64 = classes.values().map(|s| s.count).sum();
+    let errors: u64 = classes.values().map(|s| s.errors).sum();
+    let target_rps = scenario.mean_steady_rate();
+    let achieved_rps = count as f64 / steady_s;
+
+    let (cache, latency) = match (&watched.start, &watched.end) {
+        (Some(a), Some(b)) => (monitor::cache_between(a, b), monitor::latency_between(a, b)),
+        _ => Default::default(),
+    };
+    let (cores, memory) = machine_size();
+    let samples = &watched.samples;
+    let server_process = monitor::process_figures(
+        samples.iter().map(|s| s.server_cpu_cores),
+        samples.iter().map(|s| s.server_rss_bytes),
+    );
+    let own =
+        monitor::process_figures(samples.iter().map(|s| s.own_cpu_cores), samples.iter().map(|s| s.own_rss_bytes));
+    let busy: Vec<f64> = samples.iter().filter_map(|s| s.machine_cpu_busy).collect();
+
+    let mut timeline: Vec<TimelinePoint> = recorder.timeline();
+    for sample in samples {
+        // A sample at t covers the second before it.
+        if let Some(point) = sample.t_s.checked_sub(1).and_then(|t| timeline.get_mut(t as usize)) {
+            point.server_cpu_cores = sample.server_cpu_cores;
+            point.server_rss_bytes = sample.server_rss_bytes;
+        }
+    }
+    let histograms = recorder.write_histograms(&options.out)?;
+    let in_dir = |p: &Path| p.strip_prefix(&options.out).unwrap_or(p).display().to_string();
+    let goose_reports = ["goose-report.html", "goose-report.json", "goose-report.md"]
+        .iter()
+        .filter(|f| options.out.join(f).exists())
+        .map(|f| (*f).to_owned())
+        .collect();
+    let (git_revision, git_dirty) = git_state();
+    Ok(Summary {
+        schema_version: SCHEMA_VERSION,
+        run: RunMeta {
+            git_revision,
+            git_dirty,
+            scenario: scenario.name.clone(),
+            scenario_file: options.scenario.display().to_string(),
+            scenario_hash,
+            target_url: options.target.clone(),
+            backend: options.backend.clone(),
+            cores,
+            memory_bytes: memory,
+            started_at,
+            steady_started_at: DateTime::<Utc>::from(clock.wall(clock.steady_start)),
+            ended_at,
+            users: scenario.users,
+            steady_seconds: steady_s,
+        },
+        rate: RateFigures {
+            target_rps,
+            achieved_rps,
+            achieved_fraction: achieved_rps / target_rps,
+            requests: count,
+            errors,
+            error_rate: if count == 0 { 0.0 } else { errors as f64 / count as f64 },
+        },
+        classes,
+        requests,
+        cache,
+        server: ServerFigures {
+            source: watched.source.to_owned(),
+            process: server_process,
+            cpu_fraction_mean: server_process.cpu_cores_mean.map(|c| c / cores as f64),
+            memory_fraction_max: server_process.rss_bytes_max.map(|b| b as f64 / memory.max(1) as f64),
+            latency,
+        },
+        loadtest: own,
+        machine: MachineFigures {
+            cores,
+            memory_bytes: memory,
+            cpu_busy_mean: (!busy.is_empty()).then(|| busy.iter().sum::<f64>() / busy.len() as f64),
+            cpu_busy_max: busy.iter().copied().reduce(f64::max),
+            memory_used_max_bytes: samples.iter().filter_map(|s| s.machine_memory_used).max(),
+            disk_used_fraction: monitor::disk_used_fraction(&options.out),
+        },
+        timeline,
+        targets: scenario.targets.clone(),
+        artifacts: Artifacts {
+            goose_reports,
+            histograms,
+            flamegraph: watched.flamegraph.as_deref().map(in_dir),
+            flamegraph_note: watched.flamegraph_note.clone(),
+        },
+    })
+}
+
+/// Cores and bytes of memory of this machine.
+pub fn machine_size() -> (usize, u64) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let memory = System::new_with_specifics(
+        sysinfo::RefreshKind::nothing().with_memory(sysinfo::MemoryRefreshKind::everything()),
+    )
+    .map_or(0, |s| s.total_memory());
+    (cores, memory)
+}
+
+/// The checkout's revision and whether it has changes, when run inside one.
+fn git_state() -> (Option<String>, Option<bool>) {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let revision = git(&["rev-parse", "HEAD"]);
+    let dirty =
+        revision.as_ref().and_then(|_| git(&["status", "--porcelain", "--untracked-files=no"])).map(|s| !s.is_empty());
+    (revision, dirty)
+}
+
+fn say(line: &str) {
+    eprintln!("fwb-loadtest: {line}");
+}
+
+/// Elapsed time, phase, current rate and errors: a line rewritten in place on a terminal, a plain line every
+/// ten seconds otherwise.
+async fn progress(clock: Clock, recorder: Arc<Recorder>, target: f64) {
+    let tty = std::io::stderr().is_terminal();
+    let every = Duration::from_secs(if tty { 1 } else { 10 });
+    let total = clock.end.duration_since(clock.started).as_secs();
+    let mut last = (Instant::now(), 0u64);
+    let mut tick = tokio::time::interval_at((Instant::now() + every).into(), every);
+    loop {
+        let now = tick.tick().await.into_std();
+        let done = recorder.completed.load(Ordering::Relaxed);
+        let failed = recorder.failed.load(Ordering::Relaxed);
+        let rate = (done - last.1) as f64 / now.duration_since(last.0).as_secs_f64();
+        last = (now, done);
+        let phase = if now < clock.steady_start {
+            "warming"
+        } else if now < clock.steady_end {
+            "steady"
+        } else {
+            "draining"
+        };
+        let error =
+            recorder.last_error.lock().unwrap().clone().map(|e| format!("  last error: {e}")).unwrap_or_default();
+        let line = format!(
+            "[{:>4}/{total} s] {phase:<8} {rate:>7.0} req/s (target {target})  {done} done  {failed} errors{error}",
+            now.duration_since(clock.started).as_secs()
+        );
+        let mut err = std::io::stderr().lock();
+        if tty {
+            let _ = write!(err, "\r\x1b[2K{}", line.chars().take(160).collect::<String>());
+        } else {
+            let _ = writeln!(err, "{line}");
+        }
+        let _ = err.flush();
+    }
+}

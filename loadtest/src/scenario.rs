@@ -1,0 +1,369 @@
+//! Scenario files: the shape of a run, its request mix, the data it needs, and its targets.
+//!
+//! Parsed strictly (unknown keys are errors), then checked for values that parse but make no sense;
+//! every error names the file and the key.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use fwb_reports::{Class, Targets};
+use serde::{Deserialize, Serialize};
+
+/// One load profile, as in `scenarios/*.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Short name used in run folders (`peak`, `smoke`).
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Concurrent users (goose users), each keeping its own schedule.
+    pub users: usize,
+    /// Requests per second all users together aim for in the steady state.
+    pub rate: f64,
+    /// Seconds over which users start, evenly.
+    pub ramp_up_s: u64,
+    /// Seconds at full rate before measuring: caches fill, connections open.
+    pub warm_up_s: u64,
+    /// Seconds measured.
+    pub steady_s: u64,
+    /// A request taking longer fails as timed out.
+    #[serde(default = "default_timeout_s")]
+    pub request_timeout_s: u64,
+    /// A sudden jump in rate during the steady state, and back.
+    #[serde(default)]
+    pub spike: Option<Spike>,
+    /// Requests by name: how often each is picked (relative weights) and its latency class.
+    pub mix: BTreeMap<RequestKind, MixEntry>,
+    /// Sizes of the files uploaded during the run.
+    pub uploads: SizeMix,
+    /// The data set the run reads, created through the API before the run (and reused by later runs).
+    pub seed: Seed,
+    pub targets: Targets,
+}
+
+fn default_timeout_s() -> u64 {
+    30
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spike {
+    /// Seconds into the steady state the spike starts.
+    pub at_s: u64,
+    pub duration_s: u64,
+    /// The rate during the spike over the base rate.
+    pub factor: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MixEntry {
+    pub weight: f64,
+    /// The latency class the request's figures count in; the request's natural class when absent.
+    #[serde(default)]
+    pub class: Option<Class>,
+}
+
+/// The requests a user can make; each is one HTTP request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestKind {
+    /// The first page of the account's files.
+    ListFiles,
+    /// The page after the one this user saw last (the first page when it has seen none).
+    ListNextPage,
+    /// Metadata of a seeded file, by popularity.
+    GetMetadata,
+    /// Substring search over names.
+    Search,
+    /// A whole seeded file, by popularity; length and hash checked.
+    Download,
+    /// A byte range of a seeded file, by popularity; bytes checked.
+    DownloadRange,
+    /// A conditional GET with the file's ETag: must be 304.
+    Revalidate,
+    /// The small thumbnail of a seeded image.
+    Thumbnail,
+    /// A multipart upload of a size from the upload mix; size and hash checked.
+    Upload,
+    /// Renames a file the account uploaded during the run.
+    Rename,
+    /// Deletes a file the account uploaded during the run.
+    Delete,
+}
+
+impl RequestKind {
+    pub const ALL: [RequestKind; 11] = [
+        RequestKind::ListFiles,
+        RequestKind::ListNextPage,
+        RequestKind::GetMetadata,
+        RequestKind::Search,
+        RequestKind::Download,
+        RequestKind::DownloadRange,
+        RequestKind::Revalidate,
+        RequestKind::Thumbnail,
+        RequestKind::Upload,
+        RequestKind::Rename,
+        RequestKind::Delete,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RequestKind::ListFiles => "list_files",
+            RequestKind::ListNextPage => "list_next_page",
+            RequestKind::GetMetadata => "get_metadata",
+            RequestKind::Search => "search",
+            RequestKind::Download => "download",
+            RequestKind::DownloadRange => "download_range",
+            RequestKind::Revalidate => "revalidate",
+            RequestKind::Thumbnail => "thumbnail",
+            RequestKind::Upload => "upload",
+            RequestKind::Rename => "rename",
+            RequestKind::Delete => "delete",
+        }
+    }
+
+    pub fn natural_class(self) -> Class {
+        match self {
+            RequestKind::Download | RequestKind::DownloadRange | RequestKind::Revalidate | RequestKind::Thumbnail => {
+                Class::Download
+            }
+            RequestKind::Upload => Class::Upload,
+            _ => Class::Api,
+        }
+    }
+}
+
+/// Sizes by weight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SizeMix {
+    pub sizes: Vec<SizeWeight>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SizeWeight {
+    /// `"64 KiB"`, `"1 MiB"`, or a number of bytes.
+    pub size: ByteSize,
+    pub weight: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Seed {
+    /// Users the data is spread over; load users take their keys in turn, so more accounts spread per-key rate limits.
+    pub accounts: usize,
+    /// Public files read by every user.
+    pub files: usize,
+    /// Of those, the share that are PNG images (with thumbnails); the rest are random bytes of the size mix.
+    pub image_fraction: f64,
+    /// Zipf exponent of file popularity: 0 reads all files alike, 1 and more concentrate reads on a few.
+    pub zipf_exponent: f64,
+    pub sizes: Vec<SizeWeight>,
+}
+
+impl Scenario {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// Parses and validates; the error names the key.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let scenario: Scenario = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())?;
+        scenario.validate()?;
+        Ok(scenario)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a scenario is representable in TOML")
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        fn fraction(key: &str, value: f64) -> Result<(), String> {
+            if (0.0..=1.0).contains(&value) {
+                Ok(())
+            } else {
+                Err(format!("{key} must be between 0 and 1, not {value}"))
+            }
+        }
+        fn positive(key: &str, value: f64) -> Result<(), String> {
+            if value.is_finite() && value > 0.0 { Ok(()) } else { Err(format!("{key} must be above 0, not {value}")) }
+        }
+        fn sizes(key: &str, sizes: &[SizeWeight]) -> Result<(), String> {
+            if sizes.is_empty() {
+                return Err(format!("{key} must name at least one size"));
+            }
+            for (i, s) in sizes.iter().enumerate() {
+                if s.size.as_u64() == 0 {
+                    return Err(format!("{key}[{i}].size must be above 0 bytes"));
+                }
+                positive(&format!("{key}[{i}].weight"), s.weight)?;
+            }
+            Ok(())
+        }
+        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(format!("name must be letters, digits, '-' or '_', not {:?}", self.name));
+        }
+        if self.users == 0 {
+            return Err("users must be at least 1".into());
+        }
+        positive("rate", self.rate)?;
+        if self.steady_s == 0 {
+            return Err("steady_s must be at least 1".into());
+        }
+        if self.request_timeout_s == 0 {
+            return Err("request_timeout_s must be at least 1".into());
+        }
+        if let Some(spike) = &self.spike {
+            positive("spike.factor", spike.factor)?;
+            if spike.at_s + spike.duration_s > self.steady_s {
+                return Err(format!(
+                    "spike.at_s + spike.duration_s ({}) must lie within steady_s ({})",
+                    spike.at_s + spike.duration_s,
+                    self.steady_s
+                ));
+            }
+        }
+        if self.mix.is_empty() {
+            return Err("mix must name at least one request".into());
+        }
+        for (kind, entry) in &self.mix {
+            if !(entry.weight.is_finite() && entry.weight >= 0.0) {
+                return Err(format!("mix.{}.weight must be 0 or more, not {}", kind.name(), entry.weight));
+            }
+        }
+        if self.mix.values().all(|e| e.weight == 0.0) {
+            return Err("mix: at least one weight must be above 0".into());
+        }
+        sizes("uploads.sizes", &self.uploads.sizes)?;
+        if self.seed.accounts == 0 {
+            return Err("seed.accounts must be at least 1".into());
+        }
+        if self.seed.files == 0 {
+            return Err("seed.files must be at least 1".into());
+        }
+        fraction("seed.image_fraction", self.seed.image_fraction)?;
+        if !(self.seed.zipf_exponent.is_finite() && self.seed.zipf_exponent >= 0.0) {
+            return Err(format!("seed.zipf_exponent must be 0 or more, not {}", self.seed.zipf_exponent));
+        }
+        sizes("seed.sizes", &self.seed.sizes)?;
+        let t = &self.targets;
+        for (class, p95) in &t.p95_ms {
+            positive(&format!("targets.p95_ms.{class}"), *p95)?;
+        }
+        fraction("targets.max_error_rate", t.max_error_rate)?;
+        fraction("targets.min_achieved_rate", t.min_achieved_rate)?;
+        for (key, value) in [
+            ("targets.min_cache_hit_ratio", t.min_cache_hit_ratio),
+            ("targets.max_service_cpu", t.max_service_cpu),
+            ("targets.max_service_memory", t.max_service_memory),
+        ] {
+            if let Some(value) = value {
+                fraction(key, value)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn class_of(&self, kind: RequestKind) -> Class {
+        self.mix.get(&kind).and_then(|e| e.class).unwrap_or(kind.natural_class())
+    }
+
+    /// The target rate at `t` after the steady state began (before it: the base rate).
+    pub fn rate_at(&self, since_steady: Option<Duration>) -> f64 {
+        match (self.spike, since_steady) {
+            (Some(spike), Some(t)) if (spike.at_s..spike.at_s + spike.duration_s).contains(&t.as_secs()) => {
+                self.rate * spike.factor
+            }
+            _ => self.rate,
+        }
+    }
+
+    /// The mean target rate over the steady state, spike included.
+    pub fn mean_steady_rate(&self) -> f64 {
+        match self.spike {
+            Some(spike) => {
+                let spiked = spike.duration_s as f64;
+                self.rate * (self.steady_s as f64 - spiked + spiked * spike.factor) / self.steady_s as f64
+            }
+            None => self.rate,
+        }
+    }
+
+    /// The highest rate the scenario asks for at any time.
+    pub fn peak_rate(&self) -> f64 {
+        self.rate * self.spike.map_or(1.0, |s| s.factor.max(1.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped(name: &str) -> Scenario {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios").join(format!("{name}.toml"));
+        Scenario::load(&path).unwrap()
+    }
+
+    #[test]
+    fn the_shipped_scenarios_load_and_round_trip() {
+        for name in ["smoke", "peak", "soak", "spike"] {
+            let scenario = shipped(name);
+            assert_eq!(scenario.name, name);
+            let again = Scenario::parse(&scenario.to_toml()).unwrap();
+            assert_eq!(again, scenario, "{name} changed on its way through TOML");
+        }
+    }
+
+    #[test]
+    fn peak_holds_the_seed_numbers() {
+        let peak = shipped("peak");
+        assert_eq!((peak.users, peak.rate), (1000, 1000.0));
+        assert!(peak.steady_s >= 120);
+        let total: f64 = peak.mix.values().map(|e| e.weight).sum();
+        let uploads_per_minute = peak.mix[&RequestKind::Upload].weight / total * peak.rate * 60.0;
+        assert!((uploads_per_minute - 100.0).abs() < 1.0, "{uploads_per_minute} uploads a minute");
+        let t = &peak.targets;
+        assert_eq!(t.p95_ms[&Class::Upload], 5000.0);
+        assert_eq!(t.p95_ms[&Class::Download], 1000.0);
+        assert_eq!(t.p95_ms[&Class::Api], 100.0);
+        assert_eq!(t.max_error_rate, 0.001);
+        assert_eq!(t.min_cache_hit_ratio, Some(0.8));
+        assert_eq!((t.max_service_cpu, t.max_service_memory), (Some(0.8), Some(0.8)));
+    }
+
+    #[test]
+    fn spike_multiplies_the_rate_inside_its_window_only() {
+        let spike = shipped("spike");
+        let s = spike.spike.unwrap();
+        assert_eq!(s.factor, 5.0);
+        let inside = Duration::from_secs(s.at_s);
+        assert_eq!(spike.rate_at(Some(inside)), spike.rate * 5.0);
+        assert_eq!(spike.rate_at(Some(Duration::from_secs(s.at_s + s.duration_s))), spike.rate);
+        assert_eq!(spike.rate_at(None), spike.rate);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let good = shipped("smoke").to_toml();
+        let cases = [
+            (good.replace("users = ", "userz = "), "userz"),
+            (good.replace("max_error_rate = 0.001", "max_error_rate = 2.0"), "targets.max_error_rate"),
+            (good.replace("zipf_exponent = ", "zipf_exponent = -"), "seed.zipf_exponent"),
+            (good.replacen("weight = ", "weight = -", 1), "weight"),
+            (good.replace("steady_s = ", "steady_s = \"long\" #"), "steady_s"),
+            (good.replace("[mix.get_metadata]", "[mix.get_metadataa]"), "get_metadataa"),
+            (good.replace("class = \"api\"", "class = \"fast\""), "fast"),
+        ];
+        for (text, key) in cases {
+            assert_ne!(text, good, "the case for {key} changed nothing");
+            let error = Scenario::parse(&text).unwrap_err();
+            assert!(error.contains(key), "error for {key} does not name it: {error}");
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The schedule holds its rate, and the corrected latency shows what the send-time latency hides.
+//! The two tests run one at a time: both measure time.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use fwb_loadtest::pacing::{self, Clock, Performed, Recorder, Shape, UserCtx, Workload};
+use fwb_reports::Class;
+use goose::prelude::*;
+
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A server answering `ok` at once, except (when `stall` is set) one request after three seconds,
+/// which it holds for a second.
+async fn server(stall: bool) -> String {
+    let started = Instant::now();
+    let stalled = Arc::new(AtomicBool::new(!stall));
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || {
+            let stalled = stalled.clone();
+            async move {
+                if started.elapsed() > Duration::from_secs(3) && !stalled.swap(true, Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+struct GetRoot;
+
+#[async_trait]
+impl Workload for GetRoot {
+    async fn perform(&self, user: &mut GooseUser, _ctx: &mut UserCtx) -> Performed {
+        let sent = Instant::now();
+        let (status, error) = match user.get("/").await {
+            Ok(g) => match g.response {
+                Ok(r) if r.status() == 200 => (Some(200), r.bytes().await.err().map(|e| e.to_string())),
+                Ok(r) => (Some(r.status().as_u16()), Some(format!("status {}", r.status()))),
+                Err(e) => (None, Some(e.to_string())),
+            },
+            Err(e) => (None, Some(e.to_string())),
+        };
+        Performed { name: "root", class: Class::Api, sent, status, error }
+    }
+}
+
+async fn drive(base: &str, shape: Shape) -> Arc<Recorder> {
+    let clock = Clock::new(&shape);
+    let recorder = Arc::new(Recorder::new(clock));
+    pacing::drive(base, &shape, clock, Arc::new(GetRoot), recorder.clone(), &[]).await.unwrap();
+    recorder
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schedule_holds_200_requests_a_second() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let base = server(false).await;
+    let shape = Shape {
+        users: 20,
+        rate: 200.0,
+        spike: None,
+        ramp_up: Duration::from_secs(1),
+        warm_up: Duration::from_secs(1),
+        steady: Duration::from_secs(10),
+        timeout: Duration::from_secs(5),
+    };
+    let recorder = drive(&base, shape).await;
+    let stats = &recorder.by_class()[&Class::Api];
+    assert_eq!(stats.errors, 0);
+    let rate = stats.count as f64 / 10.0;
+    assert!((190.0..=210.0).contains(&rate), "achieved {rate} req/s of 200");
+    // Evenly over the window, not in bursts: no second is far off.
+    for point in recorder.timeline() {
+        assert!((150..=250).contains(&point.requests), "second {}: {} requests", point.t_s, point.requests);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_shows_in_the_corrected_latency_only() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let base = server(true).await;
+    // Two users at 50 req/s each: the stalled user owes 50 requests when its answer comes.
+    let shape = Shape {
+        users: 2,
+        rate: 100.0,
+        spike: None,
+        ramp_up: Duration::from_secs(1),
+        warm_up: Duration::ZERO,
+        steady: Duration::from_secs(6),
+        timeout: Duration::from_secs(5),
+    };
+    let recorder = drive(&base, shape).await;
+    let stats = &recorder.by_class()[&Class::Api];
+    assert_eq!(stats.errors, 0);
+    assert!(stats.count > 500, "{} requests", stats.count);
+    assert!(stats.sent.max_ms >= 1000.0, "the stall itself: {} ms", stats.sent.max_ms);
+    assert!(stats.sent.p99_ms < 100.0, "send-time p99 {} ms", stats.sent.p99_ms);
+    assert!(stats.corrected.p99_ms > 500.0, "corrected p99 {} ms", stats.corrected.p99_ms);
+}
