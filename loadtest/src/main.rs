@@ -26,6 +26,12 @@ struct Cli {
     /// What the service stores its data in, recorded in the summary.
     #[arg(long, default_value = "unknown")]
     backend: String,
+    /// Do not ask the service for a CPU profile (it costs the service some CPU while it is taken and rendered).
+    #[arg(long)]
+    no_profile: bool,
+    /// Requests per second instead of the scenario's (the summary records the rate used).
+    #[arg(long)]
+    rate: Option<f64>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,6 +43,8 @@ fn main() -> anyhow::Result<()> {
         out: cli.out,
         service_pid: cli.service_pid,
         backend: cli.backend,
+        profile: !cli.no_profile,
+        rate: cli.rate,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let summary = runtime.block_on(fwb_loadtest::run::run(&options))?;

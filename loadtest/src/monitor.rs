@@ -193,6 +193,7 @@ pub struct Monitor {
     pub admin_key: String,
     pub service_pid: Option<u32>,
     pub out_dir: PathBuf,
+    pub profile: bool,
 }
 
 impl Monitor {
@@ -216,7 +217,7 @@ impl Monitor {
         let steady = clock.steady_end.duration_since(clock.steady_start);
         // The profile covers the middle of the steady state: up to 30 s, at most a third of it.
         let profile_secs = (steady.as_secs() / 3).min(30);
-        let profile = (profile_secs >= 1).then(|| {
+        let profile = (self.profile && profile_secs >= 1).then(|| {
             let at = clock.steady_start + steady / 2 - Duration::from_secs(profile_secs) / 2;
             let api = self.api.clone();
             let key = self.admin_key.clone();
@@ -307,6 +308,7 @@ impl Monitor {
                 Ok(Err(e)) => report.flamegraph_note = Some(format!("no CPU profile: {e}")),
                 Err(e) => report.flamegraph_note = Some(format!("no CPU profile: {e}")),
             },
+            None if !self.profile => report.flamegraph_note = Some("not asked for (--no-profile)".into()),
             None => report.flamegraph_note = Some("the steady state is too short for a CPU profile".into()),
         }
         report

@@ -29,6 +29,10 @@ pub struct Options {
     pub service_pid: Option<u32>,
     /// What the service stores its data in, for the summary.
     pub backend: String,
+    /// Ask the service for a CPU profile of the middle of the steady state.
+    pub profile: bool,
+    /// Replaces the scenario's rate (to find the highest rate a deployment holds).
+    pub rate: Option<f64>,
 }
 
 pub fn shape_of(scenario: &Scenario) -> Shape {
@@ -44,7 +48,11 @@ pub fn shape_of(scenario: &Scenario) -> Shape {
 }
 
 pub async fn run(options: &Options) -> anyhow::Result<Summary> {
-    let scenario = Scenario::load(&options.scenario)?;
+    let mut scenario = Scenario::load(&options.scenario)?;
+    if let Some(rate) = options.rate {
+        anyhow::ensure!(rate.is_finite() && rate > 0.0, "--rate must be above 0, not {rate}");
+        scenario.rate = rate;
+    }
     let scenario_hash = blake3::hash(&std::fs::read(&options.scenario)?).to_hex().to_string();
     std::fs::create_dir_all(&options.out).with_context(|| format!("creating {}", options.out.display()))?;
     let started_at = Utc::now();
@@ -75,6 +83,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Summary> {
         admin_key: options.admin_key.clone(),
         service_pid: options.service_pid,
         out_dir: options.out.clone(),
+        profile: options.profile,
     };
     let watching = tokio::spawn(monitor.run(clock));
     let progress = tokio::spawn(progress(clock, recorder.clone(), scenario.rate));

@@ -20,7 +20,7 @@ use crate::scenario::{RequestKind, Scenario, SizeWeight};
 use crate::seed::{DataSet, FilePage, FileRow, SeedFile, pick_size};
 
 /// Page size of listings and searches.
-const PAGE: u32 = 20;
+const PAGE: u32 = 10;
 /// Longest range asked for.
 const MAX_RANGE: u64 = 64 * 1024;
 
