@@ -48,7 +48,7 @@ fn main() -> anyhow::Result<()> {
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let summary = runtime.block_on(fwb_loadtest::run::run(&options))?;
-    print!("{}", fwb_loadtest::summary_table(&summary));
+    print!("{}", fwb_reports::summary_table(&summary));
     println!("summary: {}", options.out.join("summary.json").display());
     Ok(())
 }

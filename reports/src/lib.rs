@@ -7,6 +7,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
+
+pub mod render;
+pub mod verdict;
 use serde::{Deserialize, Serialize};
 
 /// The version of the schema below, written into every summary.
@@ -59,6 +62,19 @@ pub struct Targets {
     pub max_service_cpu: Option<f64>,
     /// The service process's largest resident set as a fraction of the machine's memory, 0–1.
     pub max_service_memory: Option<f64>,
+    /// How far figures may move against a baseline run before the gate calls it a regression.
+    #[serde(default)]
+    pub tolerance: Option<Tolerance>,
+}
+
+/// Allowed movement against a baseline, as fractions: `p95 = 0.15` lets a p95 grow by 15 %.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tolerance {
+    /// Growth of each class's corrected p95.
+    pub p95: f64,
+    /// Drop of the achieved rate.
+    pub throughput: f64,
 }
 
 /// One run.
@@ -261,6 +277,61 @@ pub struct Artifacts {
     pub flamegraph: Option<String>,
     /// Why there is no flamegraph, when there is none.
     pub flamegraph_note: Option<String>,
+}
+
+/// A table of the main figures, for a terminal.
+pub fn summary_table(s: &Summary) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} on {} ({}): {:.1} of {:.1} req/s ({:.1} %), {} requests, {} errors ({:.3} %)",
+        s.run.scenario,
+        s.run.target_url,
+        s.run.backend,
+        s.rate.achieved_rps,
+        s.rate.target_rps,
+        s.rate.achieved_fraction * 100.0,
+        s.rate.requests,
+        s.rate.errors,
+        s.rate.error_rate * 100.0
+    );
+    let _ = writeln!(
+        out,
+        "{:<16} {:>8} {:>7}   {:>9} {:>9} {:>9} {:>9}   {:>9} {:>9} {:>9}",
+        "", "count", "errors", "p50 ms", "p95 ms", "p99 ms", "max ms", "sent p50", "sent p95", "sent p99"
+    );
+    let rows = s
+        .classes
+        .iter()
+        .map(|(c, st)| (format!("[{c}]"), st))
+        .chain(s.requests.iter().map(|(n, st)| (format!("  {n}"), st)));
+    for (label, st) in rows {
+        let (c, x) = (&st.corrected, &st.sent);
+        let _ = writeln!(
+            out,
+            "{label:<16} {:>8} {:>7}   {:>9.2} {:>9.2} {:>9.2} {:>9.2}   {:>9.2} {:>9.2} {:>9.2}",
+            st.count, st.errors, c.p50_ms, c.p95_ms, c.p99_ms, c.max_ms, x.p50_ms, x.p95_ms, x.p99_ms
+        );
+    }
+    let ratio = |r: Option<f64>| r.map_or("-".to_owned(), |r| format!("{:.1} %", r * 100.0));
+    let families: Vec<String> = s.cache.families.iter().map(|(f, c)| format!("{f} {}", ratio(c.ratio))).collect();
+    let _ = writeln!(out, "cache hit ratio {} ({})", ratio(s.cache.total.ratio), families.join(", "));
+    let cores = |c: Option<f64>| c.map_or("-".to_owned(), |c| format!("{c:.2}"));
+    let mib = |b: Option<u64>| b.map_or("-".to_owned(), |b| format!("{:.0} MiB", b as f64 / 1048576.0));
+    let _ = writeln!(
+        out,
+        "service ({}): cpu mean {} max {} cores, rss mean {} max {}; loadtest: cpu mean {} cores, rss max {}; machine busy {}",
+        s.server.source,
+        cores(s.server.process.cpu_cores_mean),
+        cores(s.server.process.cpu_cores_max),
+        mib(s.server.process.rss_bytes_mean),
+        mib(s.server.process.rss_bytes_max),
+        cores(s.loadtest.cpu_cores_mean),
+        mib(s.loadtest.rss_bytes_max),
+        ratio(s.machine.cpu_busy_mean),
+    );
+    out
 }
 
 #[cfg(test)]
