@@ -1,8 +1,10 @@
 //! `cargo xtask <command>`: orchestration only. This file parses flags and dispatches; each command lives in
 //! its own module and runs other programs through xshell.
 
+mod compare;
 mod console;
 mod flamegraph;
+mod perf;
 
 use clap::{Parser, Subcommand};
 use xshell::Shell;
@@ -18,6 +20,8 @@ struct Flags {
 enum Command {
     Flamegraph(flamegraph::Flamegraph),
     Console(console::Console),
+    Perf(perf::Perf),
+    Compare(compare::Compare),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -26,6 +30,8 @@ fn main() -> anyhow::Result<()> {
     match Flags::parse().command {
         Command::Flamegraph(cmd) => cmd.run(&sh),
         Command::Console(cmd) => cmd.run(&sh),
+        Command::Perf(cmd) => cmd.run(&sh),
+        Command::Compare(cmd) => cmd.run(),
     }
 }
 

@@ -1,0 +1,396 @@
+//! `cargo xtask perf`: start a service on a fresh data store, run a load scenario against it, judge the run.
+//!
+//! The service, its data and any database or containers made for the run are removed on every way out:
+//! success, failure, or Ctrl-C (which also reaches the service and the load generator, who stop on their own).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use fwb_reports::Summary;
+use fwb_reports::verdict::{self, Verdict};
+use xshell::{Shell, cmd};
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Run a load scenario against a fresh service and judge it against the scenario's targets.
+#[derive(clap::Args)]
+pub(crate) struct Perf {
+    /// The scenario file.
+    #[arg(long, default_value = "scenarios/peak.toml")]
+    scenario: PathBuf,
+    /// Where the service keeps its data: `auto` picks external (FWB_DATABASE_URL and FWB_REDIS_URL set),
+    /// else containers (a Docker daemon answers), else embedded (SQLite and an in-process cache).
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    backend: BackendChoice,
+    /// A summary.json of an earlier run: regressions beyond the scenario's tolerance fail too.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
+    /// The run folder; default `reports/runs/<UTC time>-<scenario>-<git short sha>`.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Use the release binaries as they are.
+    #[arg(long)]
+    no_build: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum BackendChoice {
+    Auto,
+    Embedded,
+    External,
+    Containers,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Embedded,
+    External { database_url: String, redis_url: String },
+    Containers,
+}
+
+impl Backend {
+    fn label(&self) -> &'static str {
+        match self {
+            Backend::Embedded => "embedded",
+            Backend::External { .. } => "external",
+            Backend::Containers => "containers",
+        }
+    }
+}
+
+/// Which backend a run uses, and why, from the request, the environment and whether Docker answers.
+pub(crate) fn choose_backend(
+    requested: BackendChoice,
+    env: impl Fn(&str) -> Option<String>,
+    docker_answers: impl FnOnce() -> bool,
+) -> anyhow::Result<(Backend, String)> {
+    let external = match (env("FWB_DATABASE_URL"), env("FWB_REDIS_URL")) {
+        (Some(database_url), Some(redis_url)) => Some(Backend::External { database_url, redis_url }),
+        (None, None) => None,
+        (Some(_), None) => bail!("FWB_DATABASE_URL is set but FWB_REDIS_URL is not: set both for an external backend"),
+        (None, Some(_)) => bail!("FWB_REDIS_URL is set but FWB_DATABASE_URL is not: set both for an external backend"),
+    };
+    match requested {
+        BackendChoice::Embedded => Ok((Backend::Embedded, "asked for".into())),
+        BackendChoice::External => match external {
+            Some(b) => Ok((b, "asked for; FWB_DATABASE_URL and FWB_REDIS_URL are set".into())),
+            None => bail!("--backend external needs FWB_DATABASE_URL and FWB_REDIS_URL"),
+        },
+        BackendChoice::Containers => {
+            if docker_answers() {
+                Ok((Backend::Containers, "asked for; a Docker daemon answers".into()))
+            } else {
+                bail!("--backend containers needs a Docker daemon, and `docker info` does not answer")
+            }
+        }
+        BackendChoice::Auto => match external {
+            Some(b) => Ok((b, "FWB_DATABASE_URL and FWB_REDIS_URL are set".into())),
+            None if docker_answers() => Ok((Backend::Containers, "a Docker daemon answers".into())),
+            None => {
+                Ok((Backend::Embedded, "FWB_DATABASE_URL/FWB_REDIS_URL are unset and no Docker daemon answers".into()))
+            }
+        },
+    }
+}
+
+fn docker_answers() -> bool {
+    Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Everything a run made, undone on drop.
+#[derive(Default)]
+struct Cleanup {
+    service: Option<Child>,
+    temp_dir: Option<PathBuf>,
+    /// (a URL of the server's maintenance database, the database to drop)
+    database: Option<(String, String)>,
+    containers: Vec<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.service.take() {
+            stop(&mut child, Duration::from_secs(15));
+        }
+        if let Some((url, name)) = self.database.take() {
+            let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+            let _ = Command::new("psql").args(["-q", &url, "-c", &sql]).stdout(Stdio::null()).status();
+        }
+        for id in self.containers.drain(..) {
+            let _ = Command::new("docker").args(["rm", "-f", &id]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        }
+        if let Some(dir) = self.temp_dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// SIGTERM (the service drains and exits), then SIGKILL after `grace`.
+fn stop(child: &mut Child, grace: Duration) {
+    if matches!(child.try_wait(), Ok(Some(_))) {
+        return;
+    }
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// `postgres://u@h:p/db?x` with another database name.
+pub(crate) fn with_database(url: &str, database: &str) -> anyhow::Result<String> {
+    let (scheme, rest) = url.split_once("://").context("a database URL looks like postgres://user@host:port/db")?;
+    let (authority, tail) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, ""),
+    };
+    let query = tail.find('?').map_or("", |i| &tail[i..]);
+    Ok(format!("{scheme}://{authority}/{database}{query}"))
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| crate::project_root().join("target"), PathBuf::from)
+}
+
+impl Perf {
+    pub(crate) fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
+        let (backend, why) =
+            choose_backend(self.backend, |k| std::env::var(k).ok().filter(|v| !v.is_empty()), docker_answers)?;
+        eprintln!("perf: backend {} ({why})", backend.label());
+        let scenario_name = fwb_loadtest_name(&self.scenario)?;
+        if !self.no_build {
+            cmd!(sh, "cargo build --release -p filewallball -p fwb-loadtest").run()?;
+        }
+        let bin = target_dir().join("release");
+        let out = match &self.out {
+            Some(dir) => {
+                sh.create_dir(dir)?;
+                dir.clone()
+            }
+            None => crate::run_dir(sh, &scenario_name)?,
+        };
+        let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S").to_string();
+        let mut cleanup = Cleanup::default();
+        let temp = std::env::temp_dir().join(format!("fwb-perf-{stamp}-{}", std::process::id()));
+        std::fs::create_dir_all(&temp)?;
+        cleanup.temp_dir = Some(temp.clone());
+
+        let port = free_port()?;
+        let mut env: Vec<(String, String)> = vec![
+            ("FWB__STORAGE__DATA_DIR".into(), temp.join("data").display().to_string()),
+            ("FWB__SERVER__BIND".into(), format!("127.0.0.1:{port}")),
+        ];
+        match &backend {
+            Backend::Embedded => {}
+            Backend::External { database_url, redis_url } => {
+                // A fresh database on the caller's server, never the caller's data; a fresh cache namespace.
+                let name = format!("fwb_perf_{stamp}_{}", std::process::id());
+                let create = format!("CREATE DATABASE \"{name}\"");
+                cmd!(sh, "psql -q {database_url} -c {create}")
+                    .quiet()
+                    .run()
+                    .context("creating the run's database with psql")?;
+                cleanup.database = Some((database_url.clone(), name.clone()));
+                env.push(("FWB__DATABASE__URL".into(), with_database(database_url, &name)?));
+                env.push(("FWB__CACHE__REDIS_URL".into(), redis_url.clone()));
+                env.push(("FWB__CACHE__NAMESPACE".into(), format!("fwb-perf-{stamp}-{}", std::process::id())));
+            }
+            Backend::Containers => {
+                let pg = start_container(
+                    sh,
+                    &mut cleanup,
+                    "postgres:16-alpine",
+                    "5432",
+                    &["-e", "POSTGRES_HOST_AUTH_METHOD=trust"],
+                )?;
+                let redis = start_container(sh, &mut cleanup, "redis:7-alpine", "6379", &[])?;
+                env.push(("FWB__DATABASE__URL".into(), format!("postgres://postgres@{pg}/postgres")));
+                env.push(("FWB__CACHE__REDIS_URL".into(), format!("redis://{redis}")));
+            }
+        }
+
+        let service_bin = bin.join("filewallball");
+        let created = Command::new(&service_bin)
+            .args(["admin", "create-user", "--name", "perf-admin", "--role", "admin"])
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .with_context(|| format!("running {}", service_bin.display()))?;
+        let text = String::from_utf8_lossy(&created.stdout).into_owned() + &String::from_utf8_lossy(&created.stderr);
+        let admin_key = text
+            .split_whitespace()
+            .find(|w| w.starts_with("fwb_"))
+            .with_context(|| format!("no key in the output of admin create-user: {text}"))?
+            .to_owned();
+
+        let log = std::fs::File::create(out.join("service.log"))?;
+        let service = Command::new(&service_bin)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        let pid = service.id();
+        cleanup.service = Some(service);
+        let base = format!("http://127.0.0.1:{port}");
+        wait_ready(&base, &mut cleanup, Duration::from_secs(60))?;
+        eprintln!("perf: service {pid} ready at {base}; data in {}", temp.display());
+
+        let mut loadtest = Command::new(bin.join("fwb-loadtest"))
+            .args(["--scenario".as_ref(), self.scenario.as_os_str()])
+            .args(["--target", &base, "--out"])
+            .arg(&out)
+            .args(["--service-pid", &pid.to_string(), "--backend", backend.label()])
+            .env("FWB_ADMIN_KEY", &admin_key)
+            .spawn()?;
+        let status = loop {
+            if let Some(status) = loadtest.try_wait()? {
+                break status;
+            }
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                stop(&mut loadtest, Duration::from_secs(10));
+                bail!("interrupted; the service and its data are being removed");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        if let Some(mut service) = cleanup.service.take() {
+            stop(&mut service, Duration::from_secs(15));
+        }
+        if !status.success() {
+            bail!("fwb-loadtest failed ({status}); see above and {}", out.join("service.log").display());
+        }
+
+        let summary = Summary::read(&out.join("summary.json")).map_err(anyhow::Error::msg)?;
+        let baseline = match &self.baseline {
+            Some(path) => Some(Summary::read(path).map_err(anyhow::Error::msg)?),
+            None => None,
+        };
+        let verdict = verdict::judge(&summary, baseline.as_ref());
+        std::fs::write(out.join("verdict.json"), serde_json::to_string_pretty(&verdict)? + "\n")?;
+        std::fs::write(out.join("summary.md"), fwb_reports::render::markdown(&summary, &verdict))?;
+        report(&out, &summary, &verdict)
+    }
+}
+
+/// Prints the verdict; an error (non-zero exit) when any check failed, naming each.
+fn report(out: &Path, summary: &Summary, verdict: &Verdict) -> anyhow::Result<()> {
+    print!("{}", fwb_reports::summary_table(summary));
+    println!();
+    print!("{}", verdict.table());
+    println!("run folder: {}", out.display());
+    if verdict.passed {
+        return Ok(());
+    }
+    for line in verdict.failures() {
+        eprintln!("{line}");
+    }
+    bail!("the perf gate failed")
+}
+
+/// The scenario's `name` (fwb-loadtest validates the rest).
+fn fwb_loadtest_name(scenario: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(scenario).with_context(|| format!("reading {}", scenario.display()))?;
+    let table: toml::Table = toml::from_str(&text).with_context(|| format!("{}", scenario.display()))?;
+    table
+        .get("name")
+        .and_then(|n| n.as_str())
+        .map(str::to_owned)
+        .with_context(|| format!("{}: no name", scenario.display()))
+}
+
+fn wait_ready(base: &str, cleanup: &mut Cleanup, deadline: Duration) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let url = format!("{base}/health/ready");
+    loop {
+        let ok = Command::new("curl").args(["-sf", "-o", "/dev/null", &url]).status().is_ok_and(|s| s.success());
+        if ok {
+            return Ok(());
+        }
+        if let Some(child) = cleanup.service.as_mut()
+            && let Some(status) = child.try_wait()?
+        {
+            bail!("the service exited before it was ready ({status}); see service.log in the run folder");
+        }
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            bail!("interrupted");
+        }
+        if start.elapsed() > deadline {
+            bail!("the service was not ready after {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `docker run` of `image` with `port` published on a free loopback port; returns `127.0.0.1:PORT`.
+fn start_container(
+    sh: &Shell,
+    cleanup: &mut Cleanup,
+    image: &str,
+    port: &str,
+    args: &[&str],
+) -> anyhow::Result<String> {
+    let id = cmd!(sh, "docker run -d --rm -p 127.0.0.1::{port} {args...} {image}").read()?;
+    cleanup.containers.push(id.clone());
+    let mapped = cmd!(sh, "docker port {id} {port}/tcp").read()?;
+    let host_port = mapped.lines().next().and_then(|l| l.rsplit(':').next()).context("docker port printed nothing")?;
+    Ok(format!("127.0.0.1:{host_port}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned())
+    }
+
+    #[test]
+    fn auto_prefers_external_then_containers_then_embedded() {
+        let both = [("FWB_DATABASE_URL", "postgres://db/x"), ("FWB_REDIS_URL", "redis://r")];
+        let (b, why) = choose_backend(BackendChoice::Auto, env(&both), || panic!("docker asked")).unwrap();
+        assert_eq!(b, Backend::External { database_url: "postgres://db/x".into(), redis_url: "redis://r".into() });
+        assert!(why.contains("FWB_DATABASE_URL"));
+        let (b, why) = choose_backend(BackendChoice::Auto, env(&[]), || true).unwrap();
+        assert_eq!((b, why.as_str()), (Backend::Containers, "a Docker daemon answers"));
+        let (b, why) = choose_backend(BackendChoice::Auto, env(&[]), || false).unwrap();
+        assert_eq!(b, Backend::Embedded);
+        assert!(why.contains("no Docker daemon"), "{why}");
+    }
+
+    #[test]
+    fn a_backend_asked_for_must_be_available() {
+        assert!(choose_backend(BackendChoice::External, env(&[]), || true).is_err());
+        assert!(choose_backend(BackendChoice::Containers, env(&[]), || false).is_err());
+        let half = [("FWB_DATABASE_URL", "postgres://db/x")];
+        let error = choose_backend(BackendChoice::Auto, env(&half), || false).unwrap_err().to_string();
+        assert!(error.contains("FWB_REDIS_URL"), "{error}");
+        let (b, _) = choose_backend(BackendChoice::Embedded, env(&half[..0]), || panic!("docker asked")).unwrap();
+        assert_eq!(b, Backend::Embedded);
+    }
+
+    #[test]
+    fn the_run_database_replaces_the_callers_name_only() {
+        assert_eq!(with_database("postgres://u@h:5432/test", "run1").unwrap(), "postgres://u@h:5432/run1");
+        assert_eq!(
+            with_database("postgres://u@h/test?sslmode=disable", "r").unwrap(),
+            "postgres://u@h/r?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://u@h:5432", "r").unwrap(), "postgres://u@h:5432/r");
+    }
+}
