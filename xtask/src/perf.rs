@@ -284,13 +284,13 @@ impl Perf {
         let verdict = verdict::judge(&summary, baseline.as_ref());
         std::fs::write(out.join("verdict.json"), serde_json::to_string_pretty(&verdict)? + "\n")?;
         std::fs::write(out.join("summary.md"), fwb_reports::render::markdown(&summary, &verdict))?;
-        report(&out, &summary, &verdict)
+        report(&out, &verdict)
     }
 }
 
 /// Prints the verdict; an error (non-zero exit) when any check failed, naming each.
-fn report(out: &Path, summary: &Summary, verdict: &Verdict) -> anyhow::Result<()> {
-    print!("{}", fwb_reports::summary_table(summary));
+fn report(out: &Path, verdict: &Verdict) -> anyhow::Result<()> {
+    // fwb-loadtest has printed the figures.
     println!();
     print!("{}", verdict.table());
     println!("run folder: {}", out.display());
