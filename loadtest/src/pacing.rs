@@ -268,6 +268,8 @@ impl Series {
             error_rate: ratio(self.errors, self.count),
             corrected: percentiles(&self.corrected),
             sent: percentiles(&self.sent),
+            corrected_curve: curve(&self.corrected),
+            sent_curve: curve(&self.sent),
             status: self.status.clone(),
             top_errors: top,
         }
@@ -291,6 +293,16 @@ fn percentiles(h: &Histogram<u64>) -> Percentiles {
         max_ms: ms(h.max()),
         mean_ms: h.mean() / 1000.0,
     }
+}
+
+/// Percentiles from the median to the maximum, spaced by "nines", for charts.
+fn curve(h: &Histogram<u64>) -> Vec<[f64; 2]> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    const QUANTILES: [f64; 14] =
+        [0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.97, 0.99, 0.995, 0.999, 0.9995, 0.9999, 0.99999, 1.0];
+    QUANTILES.iter().map(|&q| [q * 100.0, h.value_at_quantile(q) as f64 / 1000.0]).collect()
 }
 
 #[derive(Default)]

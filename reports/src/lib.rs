@@ -8,6 +8,7 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 
+pub mod html;
 pub mod render;
 pub mod verdict;
 use serde::{Deserialize, Serialize};
@@ -180,6 +181,11 @@ pub struct RequestStats {
     pub corrected: Percentiles,
     /// From when the request was sent.
     pub sent: Percentiles,
+    /// The latency curves: `[percentile (0–100), ms]` from the median to the maximum, for charts.
+    #[serde(default)]
+    pub corrected_curve: Vec<[f64; 2]>,
+    #[serde(default)]
+    pub sent_curve: Vec<[f64; 2]>,
     /// Responses per HTTP status; `"error"` for requests that got none (refused, reset, timed out).
     pub status: BTreeMap<String, u64>,
     /// The most frequent error messages, most frequent first.

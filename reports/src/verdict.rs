@@ -292,6 +292,8 @@ mod tests {
             error_rate: 0.0,
             corrected: p,
             sent: p,
+            corrected_curve: vec![],
+            sent_curve: vec![],
             status: BTreeMap::new(),
             top_errors: vec![],
         }

@@ -5,6 +5,7 @@ mod compare;
 mod console;
 mod flamegraph;
 mod perf;
+mod report;
 
 use clap::{Parser, Subcommand};
 use xshell::Shell;
@@ -22,6 +23,7 @@ enum Command {
     Console(console::Console),
     Perf(perf::Perf),
     Compare(compare::Compare),
+    Report(report::Report),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,6 +34,7 @@ fn main() -> anyhow::Result<()> {
         Command::Console(cmd) => cmd.run(&sh),
         Command::Perf(cmd) => cmd.run(&sh),
         Command::Compare(cmd) => cmd.run(),
+        Command::Report(cmd) => cmd.run(),
     }
 }
 

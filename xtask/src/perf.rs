@@ -281,11 +281,18 @@ impl Perf {
             Some(path) => Some(Summary::read(path).map_err(anyhow::Error::msg)?),
             None => None,
         };
-        let verdict = verdict::judge(&summary, baseline.as_ref());
-        std::fs::write(out.join("verdict.json"), serde_json::to_string_pretty(&verdict)? + "\n")?;
-        std::fs::write(out.join("summary.md"), fwb_reports::render::markdown(&summary, &verdict))?;
-        report(&out, &verdict)
+        write_verdict(&out, &summary, baseline.as_ref())
     }
+}
+
+/// Judges `summary`, writes verdict.json, summary.md and report.html into `out`, and prints the verdict;
+/// an error (non-zero exit) when any check failed, naming each.
+pub(crate) fn write_verdict(out: &Path, summary: &Summary, baseline: Option<&Summary>) -> anyhow::Result<()> {
+    let verdict = verdict::judge(summary, baseline);
+    std::fs::write(out.join("verdict.json"), serde_json::to_string_pretty(&verdict)? + "\n")?;
+    std::fs::write(out.join("summary.md"), fwb_reports::render::markdown(summary, &verdict))?;
+    std::fs::write(out.join("report.html"), fwb_reports::html::report(summary, &verdict, baseline))?;
+    report(out, &verdict)
 }
 
 /// Prints the verdict; an error (non-zero exit) when any check failed, naming each.
