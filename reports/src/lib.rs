@@ -74,6 +74,10 @@ pub struct Targets {
 pub struct Tolerance {
     /// Growth of each class's corrected p95.
     pub p95: f64,
+    /// A p95 change smaller than this many milliseconds never counts, however large in percent: a 5 ms p95
+    /// moves by a millisecond between two runs of the same build on a busy machine.
+    #[serde(default)]
+    pub p95_slack_ms: f64,
     /// Drop of the achieved rate.
     pub throughput: f64,
 }

@@ -233,14 +233,12 @@ fn compare(run: &Summary, base: &Summary) -> (Vec<Delta>, Option<String>) {
         if now.count == 0 || then.count == 0 || then.corrected.p95_ms <= 0.0 {
             continue;
         }
-        deltas.push(delta(
-            format!("{class} p95 latency"),
-            then.corrected.p95_ms,
-            now.corrected.p95_ms,
-            tol.p95,
-            "ms",
-            true,
-        ));
+        let mut d =
+            delta(format!("{class} p95 latency"), then.corrected.p95_ms, now.corrected.p95_ms, tol.p95, "ms", true);
+        if (now.corrected.p95_ms - then.corrected.p95_ms).abs() < tol.p95_slack_ms {
+            d.change = Change::Steady;
+        }
+        deltas.push(d);
     }
     if base.rate.achieved_rps > 0.0 {
         deltas.push(delta(
@@ -347,7 +345,7 @@ mod tests {
                 min_achieved_rate: 0.95,
                 max_service_cpu: Some(0.8),
                 max_service_memory: Some(0.8),
-                tolerance: Some(Tolerance { p95: 0.15, throughput: 0.10 }),
+                tolerance: Some(Tolerance { p95: 0.15, throughput: 0.10, p95_slack_ms: 0.0 }),
             },
             artifacts: Artifacts::default(),
         }
@@ -427,6 +425,19 @@ mod tests {
         slower.rate.achieved_rps = 998.0 * 0.89;
         let v = judge(&slower, Some(&baseline));
         assert_eq!(v.deltas.iter().find(|d| d.name == "throughput").unwrap().change, Change::Regressed);
+    }
+
+    #[test]
+    fn a_change_within_the_slack_is_steady_however_large_in_percent() {
+        let baseline = passing();
+        let mut run = passing();
+        run.targets.tolerance = Some(Tolerance { p95: 0.15, throughput: 0.10, p95_slack_ms: 10.0 });
+        run.classes.get_mut(&Class::Api).unwrap().corrected.p95_ms = 40.0 + 9.0;
+        let v = judge(&run, Some(&baseline));
+        assert!(v.passed, "{}", v.table());
+        assert_eq!(v.deltas[0].change, Change::Steady);
+        run.classes.get_mut(&Class::Api).unwrap().corrected.p95_ms = 40.0 + 11.0;
+        assert!(!judge(&run, Some(&baseline)).passed);
     }
 
     #[test]
