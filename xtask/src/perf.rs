@@ -323,10 +323,9 @@ fn fwb_loadtest_name(scenario: &Path) -> anyhow::Result<String> {
 
 fn wait_ready(base: &str, cleanup: &mut Cleanup, deadline: Duration) -> anyhow::Result<()> {
     let start = Instant::now();
-    let url = format!("{base}/health/ready");
+    let addr = base.trim_start_matches("http://");
     loop {
-        let ok = Command::new("curl").args(["-sf", "-o", "/dev/null", &url]).status().is_ok_and(|s| s.success());
-        if ok {
+        if answers_200(addr, "/health/ready") {
             return Ok(());
         }
         if let Some(child) = cleanup.service.as_mut()
@@ -342,6 +341,18 @@ fn wait_ready(base: &str, cleanup: &mut Cleanup, deadline: Duration) -> anyhow::
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// One HTTP/1.0 GET by hand: this crate has no HTTP client, and a machine may have no curl.
+fn answers_200(addr: &str, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else { return false };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
 }
 
 /// `docker run` of `image` with `port` published on a free loopback port; returns `127.0.0.1:PORT`.
