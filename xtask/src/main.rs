@@ -26,7 +26,22 @@ enum Command {
     Report(report::Report),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The chain of causes, without a backtrace even when RUST_BACKTRACE is set: these are expected failures.
+            if e.is::<perf::GateFailed>() {
+                eprintln!("perf: {e}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let sh = Shell::new()?;
     sh.change_dir(project_root());
     match Flags::parse().command {

@@ -54,6 +54,7 @@ fn an_impossible_target_fails_the_gate_and_is_named() {
     assert_eq!(failed.len(), 1, "{stderr}");
     assert!(failed[0].starts_with("FAIL api p95 latency:"), "{stderr}");
     assert!(stdout.contains("verdict: FAIL"), "{stdout}");
+    assert!(!stderr.contains("backtrace"), "a failed gate is a verdict, not a crash:\n{stderr}");
     // The run folder holds what a person looks at.
     for file in ["summary.json", "verdict.json", "summary.md", "report.html", "service.log"] {
         assert!(out.join(file).exists(), "{file} missing");
