@@ -71,9 +71,11 @@ impl Content {
         self.slice(0, self.len())
     }
 
-    /// BLAKE3 of the whole content, hex: what the service reports as `content_hash`.
-    pub fn hash(&self) -> String {
-        blake3::hash(&self.to_vec()).to_hex().to_string()
+    /// The whole content and its BLAKE3, hex (what the service reports as `content_hash`), made once.
+    pub fn bytes_and_hash(&self) -> (Vec<u8>, String) {
+        let bytes = self.to_vec();
+        let hash = blake3::hash(&bytes).to_hex().to_string();
+        (bytes, hash)
     }
 }
 
@@ -92,8 +94,9 @@ mod tests {
     #[test]
     fn images_are_deterministic_pngs() {
         let a = Content::png("seed-00003", 64);
-        assert_eq!(a.hash(), Content::png("seed-00003", 64).hash());
-        assert_eq!(&a.to_vec()[..8], b"\x89PNG\r\n\x1a\n");
-        assert_ne!(a.hash(), Content::png("seed-00004", 64).hash());
+        let (bytes, hash) = a.bytes_and_hash();
+        assert_eq!(hash, Content::png("seed-00003", 64).bytes_and_hash().1);
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        assert_ne!(hash, Content::png("seed-00004", 64).bytes_and_hash().1);
     }
 }

@@ -51,10 +51,12 @@ impl MetricsSnapshot {
                         Some(slot) => slot.1 += sample.value,
                         None => buckets.push((le, sample.value)),
                     }
-                    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
                 }
                 _ => {}
             }
+        }
+        for buckets in snap.latency.values_mut() {
+            buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
         }
         Ok(snap)
     }

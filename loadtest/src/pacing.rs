@@ -41,7 +41,8 @@ impl Shape {
         self.timeout.min(Duration::from_secs(5))
     }
 
-    fn rate_at(&self, since_steady: Option<Duration>) -> f64 {
+    /// The target rate at `since_steady` after the steady state began (before it: the base rate).
+    pub fn rate_at(&self, since_steady: Option<Duration>) -> f64 {
         match (self.spike, since_steady) {
             (Some(s), Some(t)) if (s.at_s..s.at_s + s.duration_s).contains(&t.as_secs()) => self.rate * s.factor,
             _ => self.rate,

@@ -14,7 +14,7 @@ use fwb_reports::{
 use sysinfo::System;
 
 use crate::monitor::{self, Monitor, MonitorReport};
-use crate::pacing::{self, Clock, Recorder, Shape};
+use crate::pacing::{self, Clock, Recorder};
 use crate::scenario::Scenario;
 use crate::seed::{self, Api};
 use crate::workload::FileService;
@@ -33,18 +33,6 @@ pub struct Options {
     pub profile: bool,
     /// Replaces the scenario's rate (to find the highest rate a deployment holds).
     pub rate: Option<f64>,
-}
-
-pub fn shape_of(scenario: &Scenario) -> Shape {
-    Shape {
-        users: scenario.users,
-        rate: scenario.rate,
-        spike: scenario.spike,
-        ramp_up: Duration::from_secs(scenario.ramp_up_s),
-        warm_up: Duration::from_secs(scenario.warm_up_s),
-        steady: Duration::from_secs(scenario.steady_s),
-        timeout: Duration::from_secs(scenario.request_timeout_s),
-    }
 }
 
 pub async fn run(options: &Options) -> anyhow::Result<Summary> {
@@ -73,7 +61,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Summary> {
         data.images.len()
     ));
 
-    let shape = shape_of(&scenario);
+    let shape = scenario.shape();
     let clock = Clock::new(&shape);
     let recorder = Arc::new(Recorder::new(clock));
     let run_tag = started_at.format("%Y%m%dT%H%M%S").to_string();

@@ -11,6 +11,8 @@ use bytesize::ByteSize;
 use fwb_reports::{Class, Targets};
 use serde::{Deserialize, Serialize};
 
+use crate::pacing::Shape;
+
 /// One load profile, as in `scenarios/*.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -274,13 +276,16 @@ impl Scenario {
         self.mix.get(&kind).and_then(|e| e.class).unwrap_or(kind.natural_class())
     }
 
-    /// The target rate at `t` after the steady state began (before it: the base rate).
-    pub fn rate_at(&self, since_steady: Option<Duration>) -> f64 {
-        match (self.spike, since_steady) {
-            (Some(spike), Some(t)) if (spike.at_s..spike.at_s + spike.duration_s).contains(&t.as_secs()) => {
-                self.rate * spike.factor
-            }
-            _ => self.rate,
+    /// When the run does what: the form the engine runs.
+    pub fn shape(&self) -> Shape {
+        Shape {
+            users: self.users,
+            rate: self.rate,
+            spike: self.spike,
+            ramp_up: Duration::from_secs(self.ramp_up_s),
+            warm_up: Duration::from_secs(self.warm_up_s),
+            steady: Duration::from_secs(self.steady_s),
+            timeout: Duration::from_secs(self.request_timeout_s),
         }
     }
 
@@ -293,11 +298,6 @@ impl Scenario {
             }
             None => self.rate,
         }
-    }
-
-    /// The highest rate the scenario asks for at any time.
-    pub fn peak_rate(&self) -> f64 {
-        self.rate * self.spike.map_or(1.0, |s| s.factor.max(1.0))
     }
 }
 
@@ -342,10 +342,11 @@ mod tests {
         let spike = shipped("spike");
         let s = spike.spike.unwrap();
         assert_eq!(s.factor, 5.0);
+        let shape = spike.shape();
         let inside = Duration::from_secs(s.at_s);
-        assert_eq!(spike.rate_at(Some(inside)), spike.rate * 5.0);
-        assert_eq!(spike.rate_at(Some(Duration::from_secs(s.at_s + s.duration_s))), spike.rate);
-        assert_eq!(spike.rate_at(None), spike.rate);
+        assert_eq!(shape.rate_at(Some(inside)), spike.rate * 5.0);
+        assert_eq!(shape.rate_at(Some(Duration::from_secs(s.at_s + s.duration_s))), spike.rate);
+        assert_eq!(shape.rate_at(None), spike.rate);
     }
 
     #[test]

@@ -255,7 +255,7 @@ pub async fn seed(api: &Api, admin_key: &str, seed: &Seed) -> anyhow::Result<Dat
             async move {
                 let (image, content) = seed_content(seed, i);
                 let name = seed_name(i, image);
-                let hash = content.hash();
+                let (bytes, hash) = content.bytes_and_hash();
                 let owner = &accounts_ref[i % accounts_ref.len()];
                 let found = present[i % accounts_ref.len()].get(&name);
                 if let Some(row) = found {
@@ -265,7 +265,7 @@ pub async fn seed(api: &Api, admin_key: &str, seed: &Seed) -> anyhow::Result<Dat
                     }
                     api.delete(&owner.key, &format!("/api/v1/files/{}", row.id)).await?;
                 }
-                let row = api.upload(&owner.key, &name, content.to_vec(), "public", "seed,loadtest").await?;
+                let row = api.upload(&owner.key, &name, bytes, "public", "seed,loadtest").await?;
                 if row.content_hash != hash {
                     bail!("uploaded {name} and the service reports hash {}, expected {hash}", row.content_hash);
                 }

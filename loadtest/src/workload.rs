@@ -1,5 +1,6 @@
 //! What FileWallBall's users do: the scenario's request mix over the seeded data, each answer checked.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -32,7 +33,10 @@ pub struct Uploaded {
 }
 
 pub struct FileService {
-    kinds: Vec<(RequestKind, Class)>,
+    /// The mix's requests, in the order of `weights`.
+    kinds: Vec<RequestKind>,
+    /// Every request's class, the stand-ins' included.
+    classes: BTreeMap<RequestKind, Class>,
     weights: WeightedIndex<f64>,
     data: Arc<DataSet>,
     /// Rank (1-based) of the file read, by popularity.
@@ -47,7 +51,8 @@ pub struct FileService {
 
 impl FileService {
     pub fn new(scenario: &Scenario, data: Arc<DataSet>, run_tag: String) -> Self {
-        let kinds: Vec<(RequestKind, Class)> = scenario.mix.keys().map(|&k| (k, scenario.class_of(k))).collect();
+        let kinds: Vec<RequestKind> = scenario.mix.keys().copied().collect();
+        let classes = RequestKind::ALL.iter().map(|&k| (k, scenario.class_of(k))).collect();
         let weights = WeightedIndex::new(scenario.mix.values().map(|e| e.weight)).expect("validated weights");
         let s = scenario.seed.zipf_exponent;
         let popularity = Zipf::new(data.files.len() as f64, s).expect("validated exponent");
@@ -56,6 +61,7 @@ impl FileService {
         let uploads = (0..data.accounts.len()).map(|_| Mutex::new(Vec::new())).collect();
         FileService {
             kinds,
+            classes,
             weights,
             data,
             popularity,
@@ -93,7 +99,7 @@ impl FileService {
     }
 
     fn class(&self, kind: RequestKind) -> Class {
-        self.kinds.iter().find(|(k, _)| *k == kind).map_or(kind.natural_class(), |(_, c)| *c)
+        self.classes[&kind]
     }
 }
 
@@ -295,10 +301,9 @@ impl FileService {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let size = pick_size(&self.upload_sizes, &mut ctx.rng);
         let name = format!("upload-{}-{n:06}.bin", self.run_tag);
-        let content = Content::stream(&name, size);
-        let hash = content.hash();
+        let (bytes, hash) = Content::stream(&name, size).bytes_and_hash();
         let form = reqwest::multipart::Form::new()
-            .part("file", reqwest::multipart::Part::bytes(content.to_vec()).file_name(name.clone()))
+            .part("file", reqwest::multipart::Part::bytes(bytes).file_name(name.clone()))
             .text("visibility", "private")
             .text("tags", "loadtest");
         let kind = RequestKind::Upload;
@@ -371,7 +376,7 @@ impl FileService {
 #[async_trait]
 impl Workload for FileService {
     async fn perform(&self, user: &mut GooseUser, ctx: &mut UserCtx) -> Performed {
-        let (kind, _) = self.kinds[self.weights.sample(&mut ctx.rng)];
+        let kind = self.kinds[self.weights.sample(&mut ctx.rng)];
         self.perform_kind(kind, user, ctx).await
     }
 }

@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 
+use crate::render::value;
 use crate::verdict::{Bound, Change, Outcome, Verdict};
 use crate::{Class, Summary};
 
@@ -126,14 +127,6 @@ fn chart(title: &str, x_label: &str, y_label: &str, lines: &[Line<'_>], x_nines:
         })
         .collect();
     format!("<figure><figcaption>{}</figcaption>{svg}<div class=legend>{}</div></figure>", esc(title), legend.join(" "))
-}
-
-fn value(v: Option<f64>, unit: &str) -> String {
-    match (v, unit) {
-        (None, _) => "–".into(),
-        (Some(v), "%") => format!("{:.2} %", v * 100.0),
-        (Some(v), u) => format!("{v:.2} {u}"),
-    }
 }
 
 /// The page for `run`, judged by `verdict`, beside `baseline` when given.

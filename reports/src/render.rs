@@ -90,7 +90,8 @@ pub fn markdown(s: &Summary, verdict: &Verdict) -> String {
     out
 }
 
-fn value(v: Option<f64>, unit: &str) -> String {
+/// A figure with its unit; fractions (`%`) as percentages, `–` when not measured.
+pub(crate) fn value(v: Option<f64>, unit: &str) -> String {
     match (v, unit) {
         (None, _) => "–".into(),
         (Some(v), "%") => format!("{:.2} %", v * 100.0),

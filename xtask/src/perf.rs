@@ -175,7 +175,7 @@ impl Perf {
         let (backend, why) =
             choose_backend(self.backend, |k| std::env::var(k).ok().filter(|v| !v.is_empty()), docker_answers)?;
         eprintln!("perf: backend {} ({why})", backend.label());
-        let scenario_name = fwb_loadtest_name(&self.scenario)?;
+        let scenario_name = scenario_name_of(&self.scenario)?;
         if !self.no_build {
             cmd!(sh, "cargo build --release -p filewallball -p fwb-loadtest").run()?;
         }
@@ -323,7 +323,7 @@ impl std::fmt::Display for GateFailed {
 impl std::error::Error for GateFailed {}
 
 /// The scenario's `name` (fwb-loadtest validates the rest).
-fn fwb_loadtest_name(scenario: &Path) -> anyhow::Result<String> {
+fn scenario_name_of(scenario: &Path) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(scenario).with_context(|| format!("reading {}", scenario.display()))?;
     let table: toml::Table = toml::from_str(&text).with_context(|| format!("{}", scenario.display()))?;
     table
