@@ -141,6 +141,9 @@ pub(crate) struct Cache {
     errors: Counter,
     skipped: Counter,
     in_flight: Arc<InFlight>,
+    /// Moves on before every invalidation: a load that saw it move while it read the database must not
+    /// leave what it read in the cache (see [`Cache::get_or_load_bytes`]).
+    invalidations: Arc<AtomicU64>,
 }
 
 impl Cache {
@@ -159,6 +162,7 @@ impl Cache {
             errors: metrics.counter("cache_errors_total", Vec::new()),
             skipped: metrics.counter("cache_skipped_total", Vec::new()),
             in_flight: Arc::new(Mutex::new(HashMap::new())),
+            invalidations: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -197,6 +201,11 @@ impl Cache {
 
     /// The cached bytes of `family`/`id`, or what `load` returns, stored for next time.
     /// Concurrent misses on one key share a single `load`: a hot key expiring does not stampede the database.
+    ///
+    /// A change committed while `load` read the old row invalidates before the stale value is stored; so when
+    /// an invalidation happened on this instance since the load began, the stored value is deleted again.
+    /// (Invalidation moves the counter before it deletes: either this check sees the move, or that delete
+    /// comes after this store.)
     pub(crate) async fn get_or_load_bytes<E>(
         &self,
         family: Family,
@@ -213,9 +222,15 @@ impl Cache {
         };
         let result = cell
             .get_or_try_init(async || {
+                let seen = self.invalidations.load(Ordering::SeqCst);
                 let loaded = load().await?;
                 if let Some(bytes) = &loaded {
                     self.set_bytes(family, id, bytes.clone()).await;
+                    if self.invalidations.load(Ordering::SeqCst) != seen
+                        && let Err(e) = self.backend.delete(std::slice::from_ref(&key)).await
+                    {
+                        self.failed(&e, "invalidation");
+                    }
                 }
                 Ok(loaded)
             })
@@ -265,9 +280,7 @@ impl Cache {
             .into_iter()
             .chain(thumbnails)
             .collect();
-        if let Err(e) = self.backend.delete(&keys).await {
-            self.failed(&e, "invalidation");
-        }
+        self.invalidate(&keys).await;
     }
 
     /// The current value of generation counter `name` (`{namespace}:gen:{name}`); `None` when the backend failed.
@@ -306,7 +319,12 @@ impl Cache {
 
     /// Forgets a user's cached permissions.
     pub(crate) async fn invalidate_user(&self, user_id: Uuid) {
-        if let Err(e) = self.backend.delete(&[self.key(Family::UserPerm, &user_id.to_string())]).await {
+        self.invalidate(&[self.key(Family::UserPerm, &user_id.to_string())]).await;
+    }
+
+    async fn invalidate(&self, keys: &[String]) {
+        self.invalidations.fetch_add(1, Ordering::SeqCst);
+        if let Err(e) = self.backend.delete(keys).await {
             self.failed(&e, "invalidation");
         }
     }
@@ -374,6 +392,30 @@ mod tests {
         assert_eq!(loads.load(Ordering::SeqCst), 1);
         cache.publish_hit_ratios();
         assert!(metrics.render().contains("cache_hit_ratio{cache_type=\"file_meta\"} 0"));
+    }
+
+    #[tokio::test]
+    async fn a_load_that_raced_an_invalidation_does_not_leave_the_old_value_cached() {
+        let metrics = Metrics::new();
+        let cache = Cache::new(Arc::new(memory::MemoryCache::new(1 << 20)), "t", &metrics);
+        let id = Uuid::now_v7();
+        let key = id.to_string();
+        let (read_old_row, changed) = (tokio::sync::Notify::new(), tokio::sync::Notify::new());
+        let load = async || {
+            read_old_row.notify_one();
+            // The row is changed and the cache invalidated after this load read it.
+            changed.notified().await;
+            Ok::<_, ()>(Some(Bytes::from_static(b"old")))
+        };
+        let loading = cache.get_or_load_bytes(Family::FileMeta, &key, load);
+        let change = async {
+            read_old_row.notified().await;
+            cache.file_changed(id).await;
+            changed.notify_one();
+        };
+        let (loaded, ()) = tokio::join!(loading, change);
+        assert_eq!(loaded.unwrap().as_deref(), Some(&b"old"[..]), "the caller still gets what it read");
+        assert_eq!(cache.get_bytes(Family::FileMeta, &key).await, None, "but it is not cached");
     }
 
     #[tokio::test]
