@@ -3,7 +3,7 @@
 pub(crate) mod audit;
 pub(crate) mod names;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike as _, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -259,11 +259,16 @@ impl Cursor {
         use base64::Engine as _;
         let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).ok()?;
         let cursor: Cursor = serde_json::from_slice(&json).ok()?;
-        let consistent = matches!(
-            (cursor.sort, &cursor.value),
-            (SortKey::Name, CursorValue::Text(_)) | (SortKey::UploadTime | SortKey::Size, CursorValue::Int(_))
-        );
-        consistent.then_some(cursor)
+        // Only values a page could have ended on: a time both backends can store, a size, a stored name.
+        let plausible = match (cursor.sort, &cursor.value) {
+            (SortKey::UploadTime, CursorValue::Int(us)) => {
+                DateTime::from_timestamp_micros(*us).is_some_and(|t| (1..=9999).contains(&t.year()))
+            }
+            (SortKey::Size, CursorValue::Int(size)) => *size >= 0,
+            (SortKey::Name, CursorValue::Text(name)) => names::sanitize_file_name(name).as_deref() == Some(name),
+            _ => false,
+        };
+        plausible.then_some(cursor)
     }
 }
 
@@ -310,5 +315,18 @@ mod tests {
             id: Uuid::now_v7(),
         };
         assert_eq!(Cursor::decode(&mismatched.encode()), None);
+    }
+
+    #[test]
+    fn a_cursor_no_page_could_end_on_is_refused() {
+        let id = Uuid::now_v7();
+        let cursor = |sort, value| Cursor { sort, order: SortOrder::Desc, value, id }.encode();
+        assert_eq!(Cursor::decode(&cursor(SortKey::UploadTime, CursorValue::Int(i64::MAX))), None);
+        assert_eq!(Cursor::decode(&cursor(SortKey::UploadTime, CursorValue::Int(-1 << 62))), None);
+        assert_eq!(Cursor::decode(&cursor(SortKey::Size, CursorValue::Int(-1))), None);
+        assert_eq!(Cursor::decode(&cursor(SortKey::Name, CursorValue::Text("a\0b".into()))), None);
+        assert_eq!(Cursor::decode(&cursor(SortKey::Name, CursorValue::Text("x".repeat(300)))), None);
+        assert!(Cursor::decode(&cursor(SortKey::UploadTime, CursorValue::Int(1_780_000_000_000_000))).is_some());
+        assert!(Cursor::decode(&cursor(SortKey::Name, CursorValue::Text("보고서.pdf".into()))).is_some());
     }
 }

@@ -1,6 +1,7 @@
 //! File names and tags as the service stores them, and the `Content-Disposition` they are served under.
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory as _};
 
 /// Longest stored name, in bytes; longer names are cut at a character boundary.
 const MAX_NAME_BYTES: usize = 255;
@@ -14,7 +15,7 @@ const MAX_TAG_CHARS: usize = 64;
 /// Returns `None` when nothing usable is left.
 pub(crate) fn sanitize_file_name(raw: &str) -> Option<String> {
     let last = raw.rsplit(['/', '\\']).next().unwrap_or_default();
-    let cleaned: String = last.chars().filter(|c| !c.is_control()).collect();
+    let cleaned: String = last.chars().filter(|&c| !is_invisible(c)).collect();
     let trimmed = cleaned.trim_matches(|c: char| c == '.' || c.is_whitespace());
     if trimmed.is_empty() {
         return None;
@@ -26,7 +27,18 @@ pub(crate) fn sanitize_file_name(raw: &str) -> Option<String> {
     Some(trimmed[..end].to_owned())
 }
 
-/// Normalises tags: trimmed, lowercase, no control characters, deduplicated, sorted.
+/// Characters a name must not hold: controls (CR/LF included), format characters (Unicode's `Cf`: the bidi
+/// overrides that make `a\u{202e}fdp.exe` display as `aexe.pdf`, zero-width spaces and joiners, soft hyphens)
+/// and line or paragraph separators. They are invisible or move other text, so a name could pass for another.
+pub(crate) fn is_invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c.general_category(),
+            GeneralCategory::Format | GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator
+        )
+}
+
+/// Normalises tags: trimmed, lowercase, no control or invisible characters, deduplicated, sorted.
 pub(crate) fn normalize_tags<'a>(raw: impl IntoIterator<Item = &'a str>) -> Result<Vec<String>, String> {
     let mut tags = Vec::new();
     for tag in raw {
@@ -34,7 +46,7 @@ pub(crate) fn normalize_tags<'a>(raw: impl IntoIterator<Item = &'a str>) -> Resu
         if tag.is_empty() {
             continue;
         }
-        if tag.chars().count() > MAX_TAG_CHARS || tag.chars().any(char::is_control) {
+        if tag.chars().count() > MAX_TAG_CHARS || tag.chars().any(is_invisible) {
             return Err(format!("tag {tag:?} must be at most {MAX_TAG_CHARS} printable characters"));
         }
         tags.push(tag);
@@ -67,6 +79,9 @@ const ATTR_CHAR: &AsciiSet = &NON_ALPHANUMERIC
 /// The fallback replaces non-ASCII, quotes, backslashes and `%` (which some clients decode) with `_`,
 /// so old clients get a safe name and new ones the exact one.
 pub(crate) fn content_disposition(name: &str) -> String {
+    // Names stored before invisible characters were removed on the way in lose them on the way out.
+    let name: String = name.chars().filter(|&c| !is_invisible(c)).collect();
+    let name = name.as_str();
     let fallback: String = name
         .chars()
         .map(|c| if c.is_ascii() && !c.is_ascii_control() && !matches!(c, '"' | '\\' | '%') { c } else { '_' })
@@ -87,6 +102,15 @@ mod tests {
         assert_eq!(sanitize_file_name(".."), None);
         assert_eq!(sanitize_file_name("  "), None);
         assert_eq!(sanitize_file_name("보고서 2026.pdf").as_deref(), Some("보고서 2026.pdf"));
+    }
+
+    #[test]
+    fn bidi_overrides_and_zero_width_characters_are_removed() {
+        assert_eq!(sanitize_file_name("a\u{202e}fdp.exe").as_deref(), Some("afdp.exe"));
+        assert_eq!(sanitize_file_name("in\u{200b}voice\u{2066}.pdf\u{2069}").as_deref(), Some("invoice.pdf"));
+        assert_eq!(sanitize_file_name("\u{feff}\u{200d}\u{2028}"), None);
+        assert_eq!(sanitize_file_name("soft\u{ad}hyphen").as_deref(), Some("softhyphen"));
+        assert!(normalize_tags(["q\u{202e}3"]).is_err());
     }
 
     #[test]

@@ -26,8 +26,10 @@ pub(crate) struct AuditParams {
     action: Option<String>,
     ip: Option<String>,
     /// At or after (RFC 3339).
+    #[serde(default, deserialize_with = "super::query_time")]
     from: Option<DateTime<Utc>>,
     /// Before (RFC 3339).
+    #[serde(default, deserialize_with = "super::query_time")]
     to: Option<DateTime<Utc>>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
@@ -73,6 +75,7 @@ async fn list_audit(
 #[into_params(parameter_in = Query)]
 pub(crate) struct StatsParams {
     /// A UTC day, `YYYY-MM-DD`; today when absent.
+    #[serde(default, deserialize_with = "super::query_date")]
     date: Option<NaiveDate>,
 }
 

@@ -461,8 +461,10 @@ pub(crate) struct ListParams {
     min_size: Option<i64>,
     max_size: Option<i64>,
     /// Uploaded at or after (RFC 3339).
+    #[serde(default, deserialize_with = "super::query_time")]
     from: Option<DateTime<Utc>>,
     /// Uploaded before (RFC 3339).
+    #[serde(default, deserialize_with = "super::query_time")]
     to: Option<DateTime<Utc>>,
     #[serde(default)]
     sort: SortKey,

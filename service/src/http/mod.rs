@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
+use chrono::{DateTime, Datelike as _, NaiveDate, Utc};
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -116,6 +117,32 @@ pub(crate) fn tag_filter(tag: Option<&str>) -> Result<Option<String>, ApiError> 
     Ok(normalized.and_then(|t| t.into_iter().next()))
 }
 
+/// The years a query may name: what both backends can store and compare (PostgreSQL's timestamps end in
+/// 294276 AD, chrono's dates in 262142; no file is that old or that new).
+const QUERY_YEARS: std::ops::RangeInclusive<i32> = 1..=9999;
+
+/// `deserialize_with` for an optional RFC 3339 time in a query: out of [`QUERY_YEARS`] is a 400, not a 500.
+pub(crate) fn query_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    let time = <Option<DateTime<Utc>> as serde::Deserialize>::deserialize(d)?;
+    match time {
+        Some(t) if !QUERY_YEARS.contains(&t.year()) => {
+            Err(serde::de::Error::custom("times must fall in the years 1 to 9999"))
+        }
+        t => Ok(t),
+    }
+}
+
+/// `deserialize_with` for an optional `YYYY-MM-DD` in a query, within [`QUERY_YEARS`].
+pub(crate) fn query_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<NaiveDate>, D::Error> {
+    let date = <Option<NaiveDate> as serde::Deserialize>::deserialize(d)?;
+    match date {
+        Some(t) if !QUERY_YEARS.contains(&t.year()) => {
+            Err(serde::de::Error::custom("dates must fall in the years 1 to 9999"))
+        }
+        t => Ok(t),
+    }
+}
+
 /// A fixed set of mutexes picked by content hash: enough to keep unrelated uploads apart.
 pub(crate) struct BlobLocks([tokio::sync::Mutex<()>; 64]);
 
@@ -188,6 +215,7 @@ pub(crate) fn router(state: AppState) -> Router {
                 tracing::info_span!("request", method = %req.method(), uri = %req.uri().path(), request_id = id)
             }))
             .layer(middleware::from_fn(error::shape_errors))
+            .layer(middleware::from_fn(refuse_nul_in_query))
             .layer(CatchPanicLayer::new()),
     )
     // Headers for an API that serves no HTML: nothing is to be sniffed, framed, or sent a referrer, and
@@ -204,6 +232,16 @@ pub(crate) fn router(state: AppState) -> Router {
             .layer(SetHeader::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))),
     )
     .layer(cors)
+}
+
+/// No parameter of ours may hold a NUL, and PostgreSQL refuses one in text: a percent-encoded NUL anywhere in
+/// the query string is the client's error, answered here once for every route and backend.
+async fn refuse_nul_in_query(request: Request, next: Next) -> Response {
+    if request.uri().query().is_some_and(|q| q.contains("%00")) {
+        let message = "the query string contains a NUL character".to_owned();
+        return axum::response::IntoResponse::into_response(ApiError::BadRequest("invalid-query", message));
+    }
+    next.run(request).await
 }
 
 /// CORS as configured: no layer effect at all when no origin is listed.
