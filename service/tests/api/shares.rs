@@ -117,7 +117,56 @@ async fn only_the_owner_or_an_admin_shares_and_lists_links(b: Backend) {
     assert_eq!(app.get(&bob.key, &format!("/api/v1/files/{id}/share")).send().await.unwrap().status(), 404);
 }
 
+async fn patch(app: &TestApp, path: &str, body: Value) -> u16 {
+    let res = app.client.patch(app.url(path)).bearer_auth(&app.admin_key).json(&body).send().await.unwrap();
+    res.status().as_u16()
+}
+
+async fn link_url(app: &TestApp, key: &str, id: &str) -> String {
+    let link: Value = share(app, key, id, json!({})).await.json().await.unwrap();
+    link["url"].as_str().unwrap().to_owned()
+}
+
+async fn a_dead_link_stays_dead_after_a_new_share_a_restore_or_a_reenabled_creator(b: Backend) {
+    let app = spawn_app(&b).await;
+    let meta = app.upload(&app.admin_key, "p.txt", b"made private".to_vec()).await;
+    let id = meta["id"].as_str().unwrap();
+
+    // Private, then shared again: the new link works, the old one does not come back.
+    let old = link_url(&app, &app.admin_key, id).await;
+    assert_eq!(patch(&app, &format!("/api/v1/files/{id}"), json!({"visibility": "private"})).await, 200);
+    assert_eq!(fetch(&app, &old).await.status(), 404);
+    let new = link_url(&app, &app.admin_key, id).await;
+    assert_eq!(fetch(&app, &new).await.status(), 200);
+    assert_eq!(fetch(&app, &old).await.status(), 404, "the link of before the file went private");
+
+    // Deleted, then restored: its links stay dead.
+    let res = app.client.delete(app.url(&format!("/api/v1/files/{id}"))).bearer_auth(&app.admin_key).send().await;
+    assert_eq!(res.unwrap().status(), 204);
+    assert_eq!(fetch(&app, &new).await.status(), 404);
+    let res = app.post(&app.admin_key, &format!("/api/v1/files/{id}/restore")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(fetch(&app, &new).await.status(), 404, "the link of before the file was deleted");
+    // A public file's link dies on delete too.
+    assert_eq!(patch(&app, &format!("/api/v1/files/{id}"), json!({"visibility": "public"})).await, 200);
+    let public = link_url(&app, &app.admin_key, id).await;
+    assert_eq!(fetch(&app, &public).await.status(), 200);
+
+    // The creator disabled: their links die, and stay dead when they are enabled again.
+    let carol = app.create_user("carol").await;
+    let meta = app.upload(&carol.key, "c.txt", b"carol's".to_vec()).await;
+    let carols = link_url(&app, &carol.key, meta["id"].as_str().unwrap()).await;
+    assert_eq!(fetch(&app, &carols).await.status(), 200);
+    assert_eq!(patch(&app, &format!("/api/v1/users/{}", carol.id), json!({"disabled": true})).await, 200);
+    assert_eq!(fetch(&app, &carols).await.status(), 404);
+    assert_eq!(patch(&app, &format!("/api/v1/users/{}", carol.id), json!({"disabled": false})).await, 200);
+    assert_eq!(fetch(&app, &carols).await.status(), 404, "the link of before its creator was disabled");
+    // The admin's own link of the public file was not touched by carol's fate.
+    assert_eq!(fetch(&app, &public).await.status(), 200);
+}
+
 on_both_backends!(
+    a_dead_link_stays_dead_after_a_new_share_a_restore_or_a_reenabled_creator,
     a_share_link_serves_the_file_without_a_key_with_ranges,
     a_tampered_expired_used_up_or_revoked_link_is_a_plain_404,
     an_expired_link_is_a_404,
