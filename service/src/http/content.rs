@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::{StreamExt, stream};
 use headers::{ETag, HeaderMapExt, IfMatch, IfModifiedSince, IfNoneMatch, IfRange, IfUnmodifiedSince, LastModified};
-use http_range_header::{RangeInvalid, RangeUnsatisfiableError};
+use http_range_header::{RangeInvalid, RangeRejected, RangeUnsatisfiableError};
 use rand::RngCore as _;
 use tokio::io::AsyncReadExt;
 use tokio_util::io::ReaderStream;
@@ -33,7 +33,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(download_file))
 }
 
-/// More ranges than this in one request are refused (416): a client needing them can ask again.
+/// More ranges than this in one request get the whole file instead: a client needing them can ask again.
 const MAX_RANGES: usize = 16;
 const STREAM_CHUNK: usize = 64 * 1024;
 
@@ -191,6 +191,8 @@ pub(crate) fn evaluate_preconditions(
             return Ok(Precondition::NotModified);
         }
     } else if let Some(since) = typed_date::<IfModifiedSince>(headers)
+        // A date later than now is invalid and the field is ignored (RFC 9110 §13.1.3), as nginx does.
+        && SystemTime::from(since) <= SystemTime::now()
         && !since.is_modified(modified)
     {
         return Ok(Precondition::NotModified);
@@ -207,19 +209,28 @@ fn range_applies(headers: &HeaderMap, etag: &ETag, last_modified: &LastModified)
 }
 
 /// The ranges to send, `None` for the whole file. Another unit than `bytes` is ignored (RFC 9110 §14.2);
-/// malformed, overlapping, too many or unsatisfiable byte ranges are a 416.
+/// malformed or unsatisfiable byte ranges are a 416.
+///
+/// A set of ranges that would cost more than the file — more than [`MAX_RANGES`], or adding up to more bytes
+/// than the file has (`bytes=0-,0-`) — is answered with the whole file (200), as nginx does: a client cannot
+/// make one request amplify into a response larger than what it asked for.
 pub(crate) fn requested_ranges(value: &HeaderValue, size: u64) -> Result<Option<Vec<RangeInclusive<u64>>>, ApiError> {
     let Ok(value) = value.to_str() else { return Err(ApiError::RangeNotSatisfiable(size)) };
     let max = NonZeroUsize::new(MAX_RANGES).expect("non-zero");
     let parsed = match http_range_header::parse_range_header_with_max_ranges(value, max) {
         Ok(parsed) => parsed,
         Err(RangeUnsatisfiableError::Invalid(RangeInvalid::DoesNotStartWithToken)) => return Ok(None),
+        Err(RangeUnsatisfiableError::Rejected(RangeRejected::TooMany | RangeRejected::TooManyOverlapping)) => {
+            return Ok(None);
+        }
         Err(_) => return Err(ApiError::RangeNotSatisfiable(size)),
     };
     match parsed.validate(size) {
         // An empty file has nothing to slice: send it whole.
         Ok(ranges) if ranges.is_empty() => Ok(None),
+        Ok(ranges) if ranges.iter().map(|r| r.end() - r.start() + 1).sum::<u64>() > size => Ok(None),
         Ok(ranges) => Ok(Some(ranges)),
+        Err(RangeUnsatisfiableError::Rejected(RangeRejected::TooManyOverlapping)) => Ok(None),
         Err(_) => Err(ApiError::RangeNotSatisfiable(size)),
     }
 }
