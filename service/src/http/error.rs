@@ -105,7 +105,9 @@ impl From<DbError> for ApiError {
                 ApiError::Unavailable("the database is unavailable; try again".into())
             }
             DbError::Conflict(constraint) => {
-                ApiError::Conflict("conflict", format!("the change conflicts with existing data ({constraint})"))
+                // The constraint's name is the schema's business: it goes to the log, not to the client.
+                tracing::info!(constraint, "a write was refused by a constraint");
+                ApiError::Conflict("conflict", "the change conflicts with existing data".into())
             }
             other => ApiError::Internal(other.to_string()),
         }

@@ -40,11 +40,19 @@ async fn live() -> Json<Health> {
     Json(Health { status: "ok", checks: Vec::new() })
 }
 
+/// Runs one dependency check. The answer, public, says only what failed; the error's own words (addresses,
+/// users, the driver's text) go to the log.
 async fn check<E: std::fmt::Display>(name: &'static str, f: impl Future<Output = Result<(), E>>) -> Check {
     match tokio::time::timeout(CHECK_TIMEOUT, f).await {
         Ok(Ok(())) => Check { name, ok: true, error: None },
-        Ok(Err(e)) => Check { name, ok: false, error: Some(e.to_string()) },
-        Err(_) => Check { name, ok: false, error: Some("timed out".into()) },
+        Ok(Err(e)) => {
+            tracing::warn!(check = name, error = %e, "readiness check failed");
+            Check { name, ok: false, error: Some("unreachable".into()) }
+        }
+        Err(_) => {
+            tracing::warn!(check = name, "readiness check timed out");
+            Check { name, ok: false, error: Some("timed out".into()) }
+        }
     }
 }
 
