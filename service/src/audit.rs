@@ -208,7 +208,7 @@ pub(crate) async fn audit_requests(State(state): State<AppState>, mut request: R
     let (parts, body) = request.into_parts();
     let mut parts = parts;
     // Only the key-protected API looks at keys; a share link works whatever Authorization header comes along.
-    let identify = route.starts_with("/api/");
+    let identify = route.starts_with("/api/") || route.starts_with("/debug/");
     let presented = if identify { crate::auth::caller_if_presented(&state, &mut parts).await } else { Ok(None) };
     let caller = match presented {
         Ok(Some((caller, fresh))) => {
@@ -222,8 +222,12 @@ pub(crate) async fn audit_requests(State(state): State<AppState>, mut request: R
         Ok(None) => None,
         Err(rejection) => {
             let response = axum::response::IntoResponse::into_response(rejection);
-            let event = event(None, "auth.denied", path_file, &ip, &user_agent, response.status(), None);
-            state.audit.record(event).await;
+            // An address refused too often is answered 429 without a row each: a flood of bad keys cannot
+            // grow the log by more than `rate_limit.refusals_per_minute` rows per address and minute.
+            if response.status() != StatusCode::TOO_MANY_REQUESTS {
+                let event = event(None, "auth.denied", path_file, &ip, &user_agent, response.status(), None);
+                state.audit.record(event).await;
+            }
             return response;
         }
     };

@@ -6,8 +6,9 @@
 //! times a second and drop their key cache when it moves, and an instance that cannot tell whether it moved
 //! (Redis unreachable, poller late) stops trusting its key cache until it can.
 
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::FromRequestParts;
@@ -18,6 +19,7 @@ use rand::RngCore as _;
 use tokio::sync::RwLock;
 use uuid::Uuid;
 
+use crate::audit::ClientIp;
 use crate::cache::{Cache, Family};
 use crate::db::MetaStore;
 use crate::domain::{Caller, User};
@@ -36,6 +38,16 @@ const POLL_EVERY: Duration = Duration::from_millis(250);
 const TRUST_FOR: Duration = Duration::from_millis(750);
 /// Cached keys are looked up again after this even without any change.
 const KEY_TTL: Duration = Duration::from_secs(300);
+/// Characters after `fwb_`: 32 random bytes in unpadded base64url.
+const KEY_CHARS: usize = 43;
+/// How long a key the database did not know is refused without asking it again. Keys are 256 random bits,
+/// so no key is ever created that someone presented before; a key refused because its user was disabled is
+/// forgotten with every other entry when keys or users change.
+const UNKNOWN_TTL: Duration = Duration::from_secs(60);
+/// The window in which one client address's refusals are counted (`rate_limit.refusals_per_minute`).
+const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses and unknown keys remembered at once; beyond this the least recently seen are forgotten.
+const REMEMBERED: u64 = 100_000;
 
 /// A new key: the secret shown once, its stored hash and its visible prefix.
 #[derive(Debug)]
@@ -79,10 +91,44 @@ pub(crate) struct KeyCache {
     /// Counts lookups that went to the database (`auth_db_lookups_total`), so tests and operators see the
     /// hot path stay off it.
     db_lookups: metrics::Counter,
+    /// Hashes of well-formed keys the database did not know, refused without a lookup for [`UNKNOWN_TTL`].
+    unknown: moka::future::Cache<String, ()>,
+    /// Refusals per client address in the current [`REFUSAL_WINDOW`] (which starts at its first refusal).
+    refusals: moka::future::Cache<IpAddr, Arc<AtomicU32>>,
+    /// `rate_limit.refusals_per_minute`; 0 turns the throttle off.
+    refusals_allowed: u32,
+    /// `auth_refusals_total{reason}`: how each refusal was decided, to show which ones cost a lookup.
+    refused: [metrics::Counter; 4],
+}
+
+/// Why a key was refused, cheapest first.
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    /// Not the shape of any key of ours: refused before hashing.
+    Malformed,
+    /// Looked up recently and unknown.
+    Remembered,
+    /// Looked up now and unknown, or its user is disabled.
+    LookedUp,
+    /// Its client address was refused too often in this window: refused before anything else.
+    Throttled,
+}
+
+impl Refusal {
+    const ALL: [Refusal; 4] = [Refusal::Malformed, Refusal::Remembered, Refusal::LookedUp, Refusal::Throttled];
+
+    fn label(self) -> &'static str {
+        match self {
+            Refusal::Malformed => "malformed",
+            Refusal::Remembered => "remembered",
+            Refusal::LookedUp => "looked_up",
+            Refusal::Throttled => "throttled",
+        }
+    }
 }
 
 impl KeyCache {
-    pub(crate) fn new(cache: &Cache, metrics: &crate::telemetry::Metrics) -> Arc<Self> {
+    pub(crate) fn new(cache: &Cache, metrics: &crate::telemetry::Metrics, refusals_per_minute: u32) -> Arc<Self> {
         let shared = cache.is_shared();
         Arc::new(Self {
             entries: moka::future::Cache::builder().max_capacity(100_000).time_to_live(KEY_TTL).build(),
@@ -90,7 +136,32 @@ impl KeyCache {
             trusted_until_ms: AtomicU64::new(if shared { 0 } else { u64::MAX }),
             started: tokio::time::Instant::now(),
             db_lookups: metrics.counter("auth_db_lookups_total", Vec::new()),
+            unknown: moka::future::Cache::builder().max_capacity(REMEMBERED).time_to_live(UNKNOWN_TTL).build(),
+            refusals: moka::future::Cache::builder().max_capacity(REMEMBERED).time_to_live(REFUSAL_WINDOW).build(),
+            refusals_allowed: refusals_per_minute,
+            refused: Refusal::ALL
+                .map(|r| metrics.counter("auth_refusals_total", vec![metrics::Label::new("reason", r.label())])),
         })
+    }
+
+    /// Counts a refusal against the client's address and says what to answer.
+    async fn refuse(&self, client: Option<IpAddr>, why: Refusal, error: ApiError) -> ApiError {
+        self.refused[why as usize].increment(1);
+        if let Some(ip) = client
+            && self.refusals_allowed > 0
+        {
+            self.refusals.get_with(ip, async { Arc::new(AtomicU32::new(0)) }).await.fetch_add(1, Ordering::Relaxed);
+        }
+        error
+    }
+
+    /// Whether the client's address has used up its refusals for this window.
+    async fn throttled(&self, client: Option<IpAddr>) -> bool {
+        let Some(ip) = client else { return false };
+        if self.refusals_allowed == 0 {
+            return false;
+        }
+        self.refusals.get(&ip).await.is_some_and(|n| n.load(Ordering::Relaxed) >= self.refusals_allowed)
     }
 
     fn trusted(&self) -> bool {
@@ -102,6 +173,8 @@ impl KeyCache {
         let mut epoch = self.epoch.write().await;
         *epoch += 1;
         self.entries.invalidate_all();
+        // A key refused because its user was disabled works again once they are enabled.
+        self.unknown.invalidate_all();
     }
 
     /// Keeps the key cache honest while other instances share the Redis: polls the `auth` generation.
@@ -182,22 +255,56 @@ pub(crate) async fn caller_if_presented(
     if !parts.headers.contains_key(http::header::AUTHORIZATION) {
         return Ok(None);
     }
-    let (caller, fresh) = authenticate(state, bearer(parts)?).await?;
+    let (caller, fresh) = authenticate(state, parts).await?;
     parts.extensions.insert(caller.clone());
     Ok(Some((caller, fresh)))
 }
 
-async fn authenticate(state: &AppState, token: &str) -> Result<(Caller, bool), ApiError> {
-    let hash = hash_key(token);
+/// Whether a token has the shape of our keys: `fwb_` and [`KEY_CHARS`] characters of base64url.
+fn well_formed(token: &str) -> bool {
+    token.strip_prefix(KEY_PREFIX).is_some_and(|rest| {
+        rest.len() == KEY_CHARS && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
+}
+
+/// Who the request's key belongs to. A key this instance knows is checked without the database; anything
+/// else is refused as cheaply as it can be, and a client address refused too often in a minute is answered
+/// 429 before its key is even looked at, so a flood of bad keys costs neither lookups nor audit rows.
+async fn authenticate(state: &AppState, parts: &Parts) -> Result<(Caller, bool), ApiError> {
+    let client = parts.extensions.get::<ClientIp>().and_then(|c| c.0);
     let keys = &state.keys;
-    let cached = if keys.trusted() { keys.entries.get(&hash).await } else { None };
+    let token = bearer(parts);
+    let hash = token.as_ref().ok().filter(|t| well_formed(t)).map(|t| hash_key(t));
+    let cached = match &hash {
+        Some(hash) if keys.trusted() => keys.entries.get(hash).await,
+        _ => None,
+    };
+    if cached.is_none() && keys.throttled(client).await {
+        keys.refused[Refusal::Throttled as usize].increment(1);
+        return Err(ApiError::TooManyRefusals(REFUSAL_WINDOW.as_secs()));
+    }
+    let invalid = || ApiError::Unauthorized("invalid-api-key");
+    let Some(hash) = hash else {
+        let error = token.err().unwrap_or_else(invalid);
+        return Err(keys.refuse(client, Refusal::Malformed, error).await);
+    };
     let fresh = cached.is_none();
     let key = match cached {
         Some(key) => key,
+        None if keys.unknown.contains_key(&hash) => {
+            return Err(keys.refuse(client, Refusal::Remembered, invalid()).await);
+        }
         None => {
             let epoch = *keys.epoch.read().await;
             keys.db_lookups.increment(1);
-            let (user, key) = state.db.authenticate(&hash).await?.ok_or(ApiError::Unauthorized("invalid-api-key"))?;
+            let Some((user, key)) = state.db.authenticate(&hash).await? else {
+                // Remembered only if nothing changed meanwhile (the user may have been enabled again).
+                let current = keys.epoch.read().await;
+                if *current == epoch && keys.trusted() {
+                    keys.unknown.insert(hash, ()).await;
+                }
+                return Err(keys.refuse(client, Refusal::LookedUp, invalid()).await);
+            };
             let touched = key.last_used_at.map_or(0, |t| t.timestamp());
             let entry = Arc::new(CachedKey { user_id: user.id, key_id: key.id, touched: AtomicI64::new(touched) });
             let current = keys.epoch.read().await;
@@ -211,7 +318,7 @@ async fn authenticate(state: &AppState, token: &str) -> Result<(Caller, bool), A
     let user = permissions(&state.cache, &state.db, key.user_id).await?;
     match user {
         Some(user) if user.disabled_at.is_none() => Ok((Caller { user, key_id: key.key_id }, fresh)),
-        _ => Err(ApiError::Unauthorized("invalid-api-key")),
+        _ => Err(keys.refuse(client, Refusal::LookedUp, invalid()).await),
     }
 }
 
@@ -222,7 +329,7 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(caller) = parts.extensions.get::<Caller>() {
             return Ok(caller.clone());
         }
-        let (caller, _) = authenticate(state, bearer(parts)?).await?;
+        let (caller, _) = authenticate(state, parts).await?;
         parts.extensions.insert(caller.clone());
         Ok(caller)
     }
@@ -241,5 +348,18 @@ mod tests {
         assert!(a.secret.starts_with(&a.prefix));
         assert_eq!(hash_key(&a.secret), a.hash);
         assert_ne!(a.hash, a.secret);
+        assert!(well_formed(&a.secret));
+    }
+
+    #[test]
+    fn only_the_shape_of_our_keys_is_well_formed() {
+        let good = format!("fwb_{}", "A".repeat(KEY_CHARS));
+        assert!(well_formed(&good));
+        for bad in
+            ["junk", "fwb_", "fwb_short", &format!("fwb_{}", "A".repeat(KEY_CHARS + 1)), &good.replace("fwb_", "xyz_")]
+        {
+            assert!(!well_formed(bad), "{bad}");
+        }
+        assert!(!well_formed(&format!("fwb_{}=", "A".repeat(KEY_CHARS - 1))));
     }
 }

@@ -21,6 +21,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub cache: CacheConfig,
     pub blob: BlobConfig,
+    pub audit: AuditConfig,
     pub upload: UploadConfig,
     pub download: DownloadConfig,
     pub cors: CorsConfig,
@@ -40,11 +41,39 @@ pub struct ServerConfig {
     pub shutdown_timeout_secs: u64,
     /// Proxies (IPs or CIDR blocks) whose `X-Forwarded-For` is believed when telling the client's address.
     pub trusted_proxies: Vec<String>,
+    /// Connections open at once; one more is answered 503 and closed without being read.
+    pub max_connections: usize,
+    /// How long a connection may take to send a complete request head, counted from when it starts waiting
+    /// for one: on a new connection, and between the requests of a kept-alive one (so this is also how long
+    /// an idle keep-alive connection stays open).
+    pub header_read_timeout_secs: u64,
+    /// A request body that sends nothing for this long is dropped (408); an upload's temporary file goes with it.
+    pub body_idle_timeout_secs: u64,
+    /// Largest JSON request body (renames, shares, users); more is a 413 before it is read further.
+    pub max_json_bytes: usize,
+    /// Requests handled at once; past that, requests get a fast 503 with `Retry-After` instead of a queue
+    /// (admission control). Health, metrics and the API description are not counted.
+    pub max_in_flight: usize,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { bind: SocketAddr::from(([127, 0, 0, 1], 8080)), shutdown_timeout_secs: 30, trusted_proxies: Vec::new() }
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            shutdown_timeout_secs: 30,
+            trusted_proxies: Vec::new(),
+            // Well under the descriptor limit a service is usually given (this machine's is 20 000), leaving
+            // room for blobs, the database pool and Redis.
+            max_connections: 8192,
+            // Longer than load balancers' usual idle timeout is not needed here: a closed idle connection
+            // costs a client one reconnect, an open one costs us a descriptor.
+            header_read_timeout_secs: 30,
+            body_idle_timeout_secs: 30,
+            max_json_bytes: 64 * 1024,
+            // Past ~2500 req/s this service is CPU-bound on two cores; 256 requests in flight is about 100 ms
+            // of work queued there, the API's p95 target. More in flight only adds waiting.
+            max_in_flight: 256,
+        }
     }
 }
 
@@ -122,11 +151,36 @@ impl Default for CacheConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BlobConfig {
     /// Directory of content-addressed blobs; empty means `<data_dir>/blobs`.
     pub dir: PathBuf,
+    /// How often the sweep looks for bytes no row refers to (left by a crash between bytes and row) and
+    /// removes them; 0 turns it off. The first sweep runs shortly after startup.
+    pub sweep_interval_secs: u64,
+    /// Blobs and temporary files younger than this are never swept: uploads in flight are.
+    pub sweep_grace_secs: u64,
+}
+
+impl Default for BlobConfig {
+    fn default() -> Self {
+        Self { dir: PathBuf::new(), sweep_interval_secs: 3600, sweep_grace_secs: 3600 }
+    }
+}
+
+/// The audit log.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Rows older than this many days are deleted (hourly); 0 keeps them forever.
+    pub retention_days: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self { retention_days: 90 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -177,11 +231,14 @@ pub struct RateLimitConfig {
     pub api_per_minute: u32,
     pub download_per_minute: u32,
     pub upload_per_minute: u32,
+    /// Refused keys (401) one client address may present in a minute; past that, its requests with a key this
+    /// instance does not know are answered 429 before any lookup, and are not written to the audit log.
+    pub refusals_per_minute: u32,
 }
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
-        Self { api_per_minute: 1200, download_per_minute: 600, upload_per_minute: 120 }
+        Self { api_per_minute: 1200, download_per_minute: 600, upload_per_minute: 120, refusals_per_minute: 30 }
     }
 }
 
@@ -296,6 +353,17 @@ impl Config {
         let bad = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
         if self.upload.max_bytes == 0 {
             return bad("upload.max_bytes", "must be greater than 0");
+        }
+        for (key, value) in [
+            ("server.max_connections", self.server.max_connections as u64),
+            ("server.header_read_timeout_secs", self.server.header_read_timeout_secs),
+            ("server.body_idle_timeout_secs", self.server.body_idle_timeout_secs),
+            ("server.max_json_bytes", self.server.max_json_bytes as u64),
+            ("server.max_in_flight", self.server.max_in_flight as u64),
+        ] {
+            if value == 0 {
+                return bad(key, "must be greater than 0");
+            }
         }
         if self.database.pool_size == 0 {
             return bad("database.pool_size", "must be greater than 0");

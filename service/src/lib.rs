@@ -13,8 +13,10 @@ pub mod config;
 mod db;
 mod domain;
 mod http;
+mod maintenance;
 mod media;
 mod ratelimit;
+mod serve;
 pub mod startup;
 pub mod telemetry;
 

@@ -37,6 +37,16 @@ enum Admin {
         #[arg(long, default_value = "user")]
         role: String,
     },
+    /// Compare the blob store with the database: orphaned bytes, missing bytes, wrong reference counts.
+    /// Exits non-zero while problems remain. Safe beside a running service.
+    Fsck {
+        /// Remove orphaned bytes and stale temporary files, and recount references.
+        #[arg(long)]
+        repair: bool,
+        /// Leave blobs and temporary files younger than this alone (uploads in flight); default `blob.sweep_grace_secs`.
+        #[arg(long)]
+        grace_secs: Option<u64>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -62,17 +72,25 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
-            Command::Serve => serve(config).await,
+            Command::Serve => serve(config).await.map(|()| ExitCode::SUCCESS),
             Command::Admin(Admin::CreateUser { name, role }) => {
                 let user = startup::admin_create_user(config, &name, &role).await?;
                 println!("created user {} ({})", user.name, user.id);
                 println!("api key (shown once): {}", user.key);
-                Ok(())
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Admin(Admin::Fsck { repair, grace_secs }) => {
+                let grace = std::time::Duration::from_secs(grace_secs.unwrap_or(config.blob.sweep_grace_secs));
+                let report = startup::admin_fsck(config, repair, grace).await?;
+                for line in &report.lines {
+                    println!("{line}");
+                }
+                Ok(if report.unresolved == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
             }
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("filewallball: {e:#}");
             ExitCode::FAILURE

@@ -36,7 +36,7 @@ impl RouteClass {
         match (method.as_str(), route) {
             ("POST", "/api/v1/files") => Some(RouteClass::Upload),
             ("GET" | "HEAD", "/api/v1/files/{id}/content" | "/s/{token}") => Some(RouteClass::Download),
-            (_, r) if r.starts_with("/api/") => Some(RouteClass::Api),
+            (_, r) if r.starts_with("/api/") || r.starts_with("/debug/") => Some(RouteClass::Api),
             // Health, metrics and the API description are for machines that must not be limited.
             _ => None,
         }

@@ -59,7 +59,7 @@ async fn open_context(config: Config) -> anyhow::Result<AppContext> {
         )
     };
     let cache = Cache::new(backend, &cache_config.namespace, &metrics);
-    let keys = KeyCache::new(&cache, &metrics);
+    let keys = KeyCache::new(&cache, &metrics, config.rate_limit.refusals_per_minute);
     keys.spawn_poller(cache.clone());
     let audit = AuditLog::start(db.clone());
     let trusted_proxies = crate::audit::parse_proxies(&config.server.trusted_proxies).map_err(anyhow::Error::msg)?;
@@ -106,6 +106,7 @@ impl Application {
                 ctx.limits.forget_idle();
             }
         });
+        crate::maintenance::spawn(Arc::downgrade(&state.0));
         let listener = TcpListener::bind(bind).await.with_context(|| format!("binding {bind}"))?;
         Ok(Self { listener, state })
     }
@@ -130,29 +131,12 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let grace = self.state.config.shutdown_timeout();
         let app = http::router(self.state.clone());
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let server = axum::serve(self.listener, app).with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!(grace_secs = grace.as_secs(), "shutting down: no new connections, finishing requests");
-            let _ = stop_tx.send(());
-        });
-        let mut server = std::pin::pin!(server.into_future());
-        let served = tokio::select! {
-            result = &mut server => result.context("serving"),
-            _ = stop_rx => match tokio::time::timeout(grace, server).await {
-                Ok(result) => result.context("serving"),
-                Err(_) => {
-                    tracing::warn!("requests still running after the shutdown grace period; exiting anyway");
-                    Ok(())
-                }
-            },
-        };
+        crate::serve::serve(self.listener, app, &self.state.config.server, &self.state.metrics, shutdown, grace).await;
         // Requests have stopped recording events: write what is still queued before the process goes.
         if !self.state.audit.flush(AUDIT_FLUSH).await {
             tracing::error!("audit events still queued at exit could not be written in time");
         }
-        served
+        Ok(())
     }
 }
 
@@ -189,10 +173,79 @@ async fn create_user(db: &dyn MetaStore, name: &str, role: &str) -> anyhow::Resu
     Ok(CreatedUser { id: user.id, name: user.name, key: key.secret })
 }
 
+/// Opens the configured database and nothing else: what an administrative command beside a running service
+/// needs, with no blob sweep, no workers and no pollers of its own.
+async fn open_database(config: &Config) -> anyhow::Result<Arc<dyn MetaStore>> {
+    let db =
+        db::connect(&config.database_url(), &config.pool_settings()).await.context("opening the metadata database")?;
+    wait_for_database(db.as_ref()).await?;
+    Ok(db)
+}
+
 /// `filewallball admin create-user`: opens the configured database and creates a user with a key.
 pub async fn admin_create_user(config: Config, name: &str, role: &str) -> anyhow::Result<CreatedUser> {
-    let ctx = open_context(config).await?;
-    create_user(ctx.db.as_ref(), name, role).await
+    let db = open_database(&config).await?;
+    create_user(db.as_ref(), name, role).await
+}
+
+/// What `filewallball admin fsck` found (and, with `--repair`, mended).
+#[derive(Debug)]
+pub struct FsckReport {
+    /// Lines for the operator, one finding each.
+    pub lines: Vec<String>,
+    /// Problems left after any repair: the command's exit status is non-zero when there are some.
+    pub unresolved: usize,
+}
+
+/// `filewallball admin fsck`: compares the blob store with the database. Reports blobs no row refers to
+/// (older than `grace`), temporary files left by a crash, rows whose bytes are missing or of the wrong size,
+/// and reference counts that disagree with the files; `repair` removes the first two and recounts the last.
+/// Safe beside a running service: it only removes what is older than `grace`.
+pub async fn admin_fsck(config: Config, repair: bool, grace: Duration) -> anyhow::Result<FsckReport> {
+    use crate::maintenance::RowProblem;
+    let db = open_database(&config).await?;
+    let blobs = LocalStore::open(config.blob_dir()).await.context("opening the blob directory")?;
+    let sweep = crate::maintenance::sweep(db.as_ref(), &blobs, None, grace, repair).await?;
+    let (rows, problems) = crate::maintenance::check_rows(db.as_ref(), &blobs, repair).await?;
+    let done = if repair { "removed" } else { "found" };
+    let mut lines = vec![
+        format!("blobs stored: {} ({} bytes); blob rows: {rows}", sweep.blobs, sweep.bytes),
+        format!(
+            "blobs no row refers to (older than {} s): {} ({} bytes) {done}",
+            grace.as_secs(),
+            sweep.orphans,
+            sweep.orphan_bytes
+        ),
+    ];
+    if repair {
+        lines.push(format!(
+            "temporary files idle for {} s or more: {} removed",
+            grace.as_secs(),
+            sweep.stale_temp_files
+        ));
+    }
+    let mut unresolved = if repair { 0 } else { sweep.orphans as usize };
+    for problem in &problems {
+        lines.push(match problem {
+            RowProblem::Missing { content_hash, files } => {
+                unresolved += 1;
+                format!("missing bytes: blob {content_hash}, referred to by {files} file(s)")
+            }
+            RowProblem::WrongSize { content_hash, recorded, stored } => {
+                unresolved += 1;
+                format!("wrong size: blob {content_hash} is recorded as {recorded} bytes, {stored} are stored")
+            }
+            RowProblem::WrongCount { content_hash, recorded, files } => {
+                unresolved += usize::from(!repair);
+                let fixed = if repair { " (recounted)" } else { "" };
+                format!(
+                    "wrong reference count: blob {content_hash} counts {recorded}, {files} file(s) refer to it{fixed}"
+                )
+            }
+        });
+    }
+    lines.push(if unresolved == 0 { "clean".to_owned() } else { format!("{unresolved} problem(s) left") });
+    Ok(FsckReport { lines, unresolved })
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -7,11 +7,12 @@
 use std::io::SeekFrom;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
 
-use super::{BlobError, BlobReader, BlobStore, BlobWriter, StoredBlob};
+use super::{BlobEntry, BlobError, BlobReader, BlobStore, BlobWriter, StoredBlob};
 
 const TEMP_PREFIX: &str = ".tmp-";
 
@@ -20,13 +21,10 @@ pub(crate) struct LocalStore {
 }
 
 impl LocalStore {
-    /// Opens the directory, creating it, and removes temporary files a crash left behind.
+    /// Opens the directory, creating it. Temporary files are left alone: another process (a service beside
+    /// an admin command) may be writing them; the sweep removes those a crash left behind.
     pub(crate) async fn open(root: PathBuf) -> Result<Self, BlobError> {
         tokio::fs::create_dir_all(&root).await.map_err(BlobError::io("create blob directory"))?;
-        let removed = remove_stale_temp_files(&root).await?;
-        if removed > 0 {
-            tracing::info!(removed, dir = %root.display(), "removed stale temporary blob files");
-        }
         Ok(Self { root })
     }
 
@@ -39,16 +37,18 @@ impl LocalStore {
     }
 }
 
-async fn remove_stale_temp_files(root: &Path) -> Result<usize, BlobError> {
-    let mut removed = 0;
-    let mut entries = tokio::fs::read_dir(root).await.map_err(BlobError::io("list blob directory"))?;
-    while let Some(entry) = entries.next_entry().await.map_err(BlobError::io("list blob directory"))? {
-        if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
-            tokio::fs::remove_file(entry.path()).await.map_err(BlobError::io("remove stale temporary file"))?;
-            removed += 1;
-        }
+/// Whether a directory entry's name is two hex digits (a level of the blob tree).
+fn is_hex_pair(name: &str) -> bool {
+    name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn entry_of(path: &Path) -> std::io::Result<Option<BlobEntry>> {
+    let Some(hash) = path.file_name().and_then(|n| n.to_str()) else { return Ok(None) };
+    if hash.len() < 4 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(None);
     }
-    Ok(removed)
+    let meta = std::fs::metadata(path)?;
+    Ok(Some(BlobEntry { hash: hash.to_owned(), size: meta.len(), modified: meta.modified()? }))
 }
 
 #[async_trait]
@@ -92,6 +92,72 @@ impl BlobStore for LocalStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(BlobError::Io { context: "remove blob", source: e }),
         }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<BlobEntry>, BlobError> {
+        if !is_hex_pair(prefix) {
+            return Ok(Vec::new());
+        }
+        let top = self.root.join(prefix);
+        tokio::task::spawn_blocking(move || -> std::io::Result<Vec<BlobEntry>> {
+            let mut out = Vec::new();
+            let seconds = match std::fs::read_dir(&top) {
+                Ok(dir) => dir,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+                Err(e) => return Err(e),
+            };
+            for second in seconds {
+                let second = second?;
+                if !second.file_type()?.is_dir() || !is_hex_pair(&second.file_name().to_string_lossy()) {
+                    continue;
+                }
+                for blob in std::fs::read_dir(second.path())? {
+                    match entry_of(&blob?.path()) {
+                        Ok(Some(entry)) => out.push(entry),
+                        Ok(None) => {}
+                        // Removed between the listing and the look: not there, then.
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| BlobError::Io { context: "list blobs", source: std::io::Error::other(e) })?
+        .map_err(BlobError::io("list blobs"))
+    }
+
+    async fn size_of(&self, hash: &str) -> Result<Option<u64>, BlobError> {
+        match tokio::fs::metadata(self.path_of(hash)?).await {
+            Ok(meta) => Ok(Some(meta.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(BlobError::Io { context: "stat blob", source: e }),
+        }
+    }
+
+    async fn remove_stale_temp_files(&self, idle: Duration) -> Result<usize, BlobError> {
+        let mut removed = 0;
+        let mut entries = tokio::fs::read_dir(&self.root).await.map_err(BlobError::io("list blob directory"))?;
+        while let Some(entry) = entries.next_entry().await.map_err(BlobError::io("list blob directory"))? {
+            if !entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                continue;
+            }
+            let modified = match entry.metadata().await.and_then(|m| m.modified()) {
+                Ok(modified) => modified,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(BlobError::Io { context: "stat temporary file", source: e }),
+            };
+            if modified.elapsed().unwrap_or_default() < idle {
+                continue;
+            }
+            match tokio::fs::remove_file(entry.path()).await {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(BlobError::Io { context: "remove stale temporary file", source: e }),
+            }
+        }
+        Ok(removed)
     }
 
     async fn check(&self) -> Result<(), BlobError> {
@@ -141,8 +207,10 @@ impl BlobWriter for LocalWriter {
         let target = dir.join(&hash);
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             std::fs::create_dir_all(&dir)?;
-            if target.exists() {
-                // Same hash, same bytes: keep the stored copy; dropping `temp` removes ours.
+            if let Ok(stored) = std::fs::File::options().append(true).open(&target) {
+                // Same hash, same bytes: keep the stored copy; dropping `temp` removes ours. Its time is moved
+                // to now, so a sweep in any process sees it in use until the upload's row is written.
+                stored.set_modified(std::time::SystemTime::now())?;
                 return Ok(());
             }
             temp.persist(&target).map_err(|e| e.error)?;
@@ -199,11 +267,50 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn opening_removes_stale_temporary_files() {
+    async fn only_temporary_files_idle_for_long_are_removed() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(".tmp-crashed"), b"x").unwrap();
-        LocalStore::open(dir.path().to_owned()).await.unwrap();
-        assert_eq!(temp_files(dir.path()), 0);
+        let crashed = dir.path().join(".tmp-crashed");
+        std::fs::write(&crashed, b"x").unwrap();
+        let store = LocalStore::open(dir.path().to_owned()).await.unwrap();
+        assert_eq!(temp_files(dir.path()), 1, "opening removes nothing: another process may be writing");
+        let mut in_flight = store.writer().await.unwrap();
+        in_flight.write(b"arriving").await.unwrap();
+        let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+        std::fs::File::options().append(true).open(&crashed).unwrap().set_modified(hour_ago).unwrap();
+        assert_eq!(store.remove_stale_temp_files(Duration::from_secs(600)).await.unwrap(), 1);
+        assert_eq!(temp_files(dir.path()), 1, "the write in flight keeps its file");
+        drop(in_flight);
+    }
+
+    #[tokio::test]
+    async fn a_listing_by_prefix_finds_each_blob_once_and_reuse_refreshes_its_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path().to_owned()).await.unwrap();
+        let mut hashes = Vec::new();
+        for i in 0..40u32 {
+            let mut w = store.writer().await.unwrap();
+            w.write(&i.to_le_bytes()).await.unwrap();
+            hashes.push(w.finish().await.unwrap().hash);
+        }
+        let mut listed = Vec::new();
+        for prefix in (0..=255u8).map(|b| format!("{b:02x}")) {
+            listed.extend(store.list(&prefix).await.unwrap().into_iter().map(|e| e.hash));
+        }
+        listed.sort();
+        hashes.sort();
+        assert_eq!(listed, hashes);
+        assert_eq!(store.size_of(&hashes[0]).await.unwrap(), Some(4));
+        store.delete(&hashes[0]).await.unwrap();
+        assert_eq!(store.size_of(&hashes[0]).await.unwrap(), None);
+
+        let path = store.path_of(&hashes[1]).unwrap();
+        let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+        std::fs::File::options().append(true).open(&path).unwrap().set_modified(hour_ago).unwrap();
+        let mut again = store.writer().await.unwrap();
+        again.write(&std::fs::read(&path).unwrap()).await.unwrap();
+        again.finish().await.unwrap();
+        let entry = store.list(&hashes[1][..2]).await.unwrap().into_iter().find(|e| e.hash == hashes[1]).unwrap();
+        assert!(entry.modified.elapsed().unwrap() < Duration::from_secs(600), "reuse did not refresh the time");
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@ pub(crate) mod local;
 
 use std::ops::Range;
 use std::pin::Pin;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use tokio::io::AsyncRead;
@@ -40,6 +41,15 @@ pub(crate) struct StoredBlob {
 
 pub(crate) type BlobReader = Pin<Box<dyn AsyncRead + Send>>;
 
+/// A stored blob as a listing sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct BlobEntry {
+    pub(crate) hash: String,
+    pub(crate) size: u64,
+    /// When its bytes were stored or last reused by an upload.
+    pub(crate) modified: SystemTime,
+}
+
 #[async_trait]
 pub(crate) trait BlobStore: Send + Sync + 'static {
     /// Starts a new blob; its bytes stay private to the writer until `finish`.
@@ -50,6 +60,13 @@ pub(crate) trait BlobStore: Send + Sync + 'static {
     async fn delete(&self, hash: &str) -> Result<(), BlobError>;
     /// Whether the store can be written, for readiness.
     async fn check(&self) -> Result<(), BlobError>;
+    /// The blobs whose hash starts with `prefix` (two hex digits), so a sweep holds 1/256 of them at a time.
+    async fn list(&self, prefix: &str) -> Result<Vec<BlobEntry>, BlobError>;
+    /// The size of a stored blob, `None` when it is not stored.
+    async fn size_of(&self, hash: &str) -> Result<Option<u64>, BlobError>;
+    /// Removes temporary files of writes not touched for `idle` (left by a crash); returns how many.
+    /// Writes in flight touch theirs far more often, so they are never removed.
+    async fn remove_stale_temp_files(&self, idle: Duration) -> Result<usize, BlobError>;
 }
 
 #[async_trait]

@@ -112,9 +112,17 @@ impl RedisCache {
         if !self.circuit.allow() {
             return Err(CacheError::Skipped);
         }
+        let started = Instant::now();
         let result = match tokio::time::timeout(self.timeout, op(self.conn.clone())).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(CacheError::Backend(e.to_string())),
+            Err(_) if started.elapsed() >= self.timeout + self.timeout / 2 => {
+                // Our own timer fired half a deadline late: this process is saturated, and the answer was most
+                // likely waiting for us to read it. Opening the circuit would send every read to the database
+                // and deepen the overload, so this timeout tells nothing about Redis.
+                self.circuit.record_inconclusive();
+                return Err(CacheError::Backend("no answer read in time: this process is saturated".into()));
+            }
             Err(_) => Err(CacheError::Backend(format!("no answer within {} ms", self.timeout.as_millis()))),
         };
         self.circuit.record(result.is_ok());
@@ -238,6 +246,14 @@ impl Circuit {
         }
     }
 
+    /// A call that tells nothing about Redis: a probe that ends so lets another probe try after the pause.
+    fn record_inconclusive(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if *state == CircuitState::HalfOpen {
+            *state = CircuitState::Open { until: Instant::now() + self.open_for };
+        }
+    }
+
     fn record(&self, ok: bool) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         *state = match (*state, ok) {
@@ -279,6 +295,27 @@ mod tests {
         assert!(!circuit.allow(), "only one probe at a time");
         circuit.record(true);
         assert!(circuit.allow(), "closed again after a success");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timeouts_noticed_late_by_a_saturated_process_do_not_open_the_circuit() {
+        let deadline = Duration::from_millis(100);
+        let cache = RedisCache::connect_lazy("redis://127.0.0.1:1", deadline, 2, Duration::from_secs(60)).unwrap();
+        let never = async || std::future::pending::<redis::RedisResult<()>>().await;
+        for _ in 0..5 {
+            // The clock moves on while the command is being polled, as it does for a process whose tasks wait
+            // long for a core: the timeout is noticed two deadlines after the command was sent.
+            let starved = async |_| {
+                tokio::time::advance(deadline * 2).await;
+                never().await
+            };
+            assert!(cache.run(starved).await.is_err());
+        }
+        assert!(cache.circuit.allow(), "late timeouts opened the circuit");
+        for _ in 0..2 {
+            assert!(cache.run(async |_| never().await).await.is_err());
+        }
+        assert!(!cache.circuit.allow(), "timeouts noticed on time must still open it");
     }
 
     #[test]

@@ -69,6 +69,19 @@ pub(crate) async fn connect(url: &str, settings: &PoolSettings) -> Result<Arc<dy
     }
 }
 
+/// A blob row as reconciliation sees it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct BlobRecord {
+    pub(crate) content_hash: String,
+    pub(crate) size: i64,
+    pub(crate) ref_count: i64,
+    /// File rows whose content this is (what `ref_count` should be).
+    pub(crate) files: i64,
+}
+
+/// Hashes asked about per statement, well under both backends' limits on bound parameters.
+pub(crate) const HASHES_PER_QUERY: usize = 500;
+
 /// What purging a file did to its blob.
 #[derive(Debug, Clone)]
 pub(crate) struct Purged {
@@ -135,6 +148,15 @@ pub(crate) trait MetaStore: Send + Sync + 'static {
     async fn pending_thumbnails(&self, limit: u32) -> Result<Vec<(Uuid, String)>, DbError>;
     /// How many files refer to a blob; `None` when it has no row.
     async fn blob_ref_count(&self, content_hash: &str) -> Result<Option<i64>, DbError>;
+    /// Those of `hashes` that have a blob row (in any order).
+    async fn known_blobs(&self, hashes: &[String]) -> Result<Vec<String>, DbError>;
+    /// Up to `limit` blob rows after `after` in hash order, each with the files that actually refer to it.
+    async fn blob_page(&self, after: Option<&str>, limit: u32) -> Result<Vec<BlobRecord>, DbError>;
+    /// Sets a blob's reference count to the files that refer to it, removing the row when none do;
+    /// returns the new count.
+    async fn recount_blob(&self, content_hash: &str) -> Result<i64, DbError>;
+    /// Deletes up to `limit` audit rows older than `before`; returns how many went.
+    async fn prune_audit(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, DbError>;
     /// Writes a batch of audit events in one statement.
     async fn insert_audit(&self, events: &[AuditEvent]) -> Result<(), DbError>;
     /// A page of the audit log, newest first, `limit + 1` rows at most.

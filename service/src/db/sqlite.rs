@@ -10,8 +10,8 @@ use sqlx::{AssertSqlSafe, FromRow, QueryBuilder, Sqlite, SqlitePool};
 use uuid::Uuid;
 
 use super::{
-    DbError, MetaStore, NewUser, PoolSettings, Purged, UserPatch, contains_pattern, day_totals_sql, push_audit_query,
-    push_list_query,
+    BlobRecord, DbError, HASHES_PER_QUERY, MetaStore, NewUser, PoolSettings, Purged, UserPatch, contains_pattern,
+    day_totals_sql, push_audit_query, push_list_query,
 };
 use crate::domain::audit::{AuditEntry, AuditEvent, AuditQuery, DayStats, TypeCount};
 use crate::domain::{ApiKey, FileMeta, FilePatch, FileQuery, NewFile, Role, ShareLink, ThumbState, User, Visibility};
@@ -505,6 +505,61 @@ impl MetaStore for SqliteStore {
             .bind(content_hash)
             .fetch_optional(&self.pool)
             .await?)
+    }
+
+    async fn known_blobs(&self, hashes: &[String]) -> Result<Vec<String>, DbError> {
+        let mut known = Vec::new();
+        for batch in hashes.chunks(HASHES_PER_QUERY) {
+            let mut b: QueryBuilder<Sqlite> =
+                QueryBuilder::new("SELECT content_hash FROM blobs WHERE content_hash IN (");
+            let mut list = b.separated(", ");
+            for hash in batch {
+                list.push_bind(hash.clone());
+            }
+            b.push(")");
+            known.extend(b.build_query_scalar::<String>().fetch_all(&self.pool).await?);
+        }
+        Ok(known)
+    }
+
+    async fn blob_page(&self, after: Option<&str>, limit: u32) -> Result<Vec<BlobRecord>, DbError> {
+        Ok(sqlx::query_as(
+            "SELECT b.content_hash, b.size, b.ref_count, \
+             (SELECT COUNT(*) FROM file_info f WHERE f.content_hash = b.content_hash) AS files \
+             FROM blobs b WHERE b.content_hash > ? ORDER BY b.content_hash LIMIT ?",
+        )
+        .bind(after.unwrap_or(""))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn recount_blob(&self, content_hash: &str) -> Result<i64, DbError> {
+        let mut tx = self.pool.begin().await?;
+        let count: Option<i64> = sqlx::query_scalar(
+            "UPDATE blobs SET ref_count = (SELECT COUNT(*) FROM file_info WHERE content_hash = ?1) \
+             WHERE content_hash = ?1 RETURNING ref_count",
+        )
+        .bind(content_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if count == Some(0) {
+            sqlx::query("DELETE FROM blobs WHERE content_hash = ?").bind(content_hash).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(count.unwrap_or(0))
+    }
+
+    async fn prune_audit(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, DbError> {
+        let done = sqlx::query(
+            "DELETE FROM audit_logs WHERE id IN \
+             (SELECT id FROM audit_logs WHERE timestamp < ? ORDER BY id LIMIT ?)",
+        )
+        .bind(micros(before))
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     async fn insert_audit(&self, events: &[AuditEvent]) -> Result<(), DbError> {

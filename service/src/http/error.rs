@@ -45,11 +45,23 @@ pub(crate) enum ApiError {
     /// 429; the rate-limit middleware adds `Retry-After`.
     #[error("{0}")]
     RateLimited(String),
+    /// 429 before authentication: the client's address was refused too often; carries `Retry-After` seconds.
+    #[error("too many refused keys from this address; try again later")]
+    TooManyRefusals(u64),
     /// 416 carrying the representation's length for `Content-Range: bytes */len`.
     #[error("range not satisfiable")]
     RangeNotSatisfiable(u64),
     #[error("{0}")]
     Unavailable(String),
+    /// 503 with `Retry-After`: more requests are in flight than `server.max_in_flight`.
+    #[error("the service is at capacity; retry shortly")]
+    Overloaded,
+    /// 413: a request body (a JSON body, a form's fields and headers) is larger than its limit.
+    #[error("{0}")]
+    BodyTooLarge(String),
+    /// 408: the request body stopped arriving for `server.body_idle_timeout_secs`.
+    #[error("the request body stopped arriving")]
+    BodyTimeout,
     /// 500; the detail is logged, never sent.
     #[error("internal error")]
     Internal(String),
@@ -67,9 +79,11 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) | ApiError::QuotaExceeded(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
-            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited(_) | ApiError::TooManyRefusals(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unprocessable(..) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -88,7 +102,11 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "file-type-denied",
             ApiError::RangeNotSatisfiable(_) => "range-not-satisfiable",
             ApiError::RateLimited(_) => "rate-limited",
+            ApiError::TooManyRefusals(_) => "too-many-refusals",
             ApiError::Unavailable(_) => "database-unavailable",
+            ApiError::Overloaded => "overloaded",
+            ApiError::BodyTooLarge(_) => "body-too-large",
+            ApiError::BodyTimeout => "body-timeout",
             ApiError::Internal(_) => "internal-error",
         }
     }
@@ -133,6 +151,15 @@ impl IntoResponse for ApiError {
         let mut res = self.status().into_response();
         if let ApiError::Unauthorized(_) = self {
             res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        match self {
+            ApiError::Overloaded => {
+                res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::TooManyRefusals(secs) => {
+                res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            _ => {}
         }
         if let ApiError::RangeNotSatisfiable(len) = self {
             let value = HeaderValue::try_from(format!("bytes */{len}")).expect("digits are a valid header value");
@@ -188,7 +215,8 @@ fn foreign_report(status: StatusCode, text: String) -> ErrorReport {
         StatusCode::BAD_REQUEST => "bad-request",
         StatusCode::NOT_FOUND => "route-not-found",
         StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
-        StatusCode::PAYLOAD_TOO_LARGE => "payload-too-large",
+        StatusCode::PAYLOAD_TOO_LARGE => "body-too-large",
+        StatusCode::REQUEST_TIMEOUT => "body-timeout",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
         StatusCode::UNPROCESSABLE_ENTITY => "invalid-body",
         s if s.is_server_error() => "internal-error",

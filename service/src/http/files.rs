@@ -1,15 +1,20 @@
 //! `/api/v1/files`: upload (streamed), metadata, rename/tag/visibility, soft delete, restore, purge, listing.
 
-use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use axum::body::Body;
+use axum::extract::multipart::{Field, MultipartError};
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::{Extension, Json};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures_util::{Stream, StreamExt};
+use futures_util::{Stream, StreamExt, TryStreamExt as _};
 use metrics::Label;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt as _};
 use utoipa_axum::routes;
 use uuid::Uuid;
 
@@ -26,18 +31,75 @@ use crate::media::thumbnail::is_thumbnailable;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(upload_file, list_files))
+        // Uploads bound their size themselves, byte by byte; the JSON body limit would cut every file off.
+        .routes(routes!(upload_file, list_files).layer(DefaultBodyLimit::disable()))
         .routes(routes!(get_file, update_file, delete_file))
         .routes(routes!(restore_file))
         .routes(routes!(purge_file))
-        // Uploads bound their size themselves, byte by byte; axum's 2 MB default would cut every file off.
-        .layer(axum::extract::DefaultBodyLimit::disable())
 }
 
 /// Room for the multipart framing and the small text fields around the file.
 const MULTIPART_OVERHEAD: u64 = 64 * 1024;
+/// What the parser may hold of the file's bytes before handing them on, beyond [`MULTIPART_OVERHEAD`]: the
+/// chunk being parsed (hyper reads at most 64 KiB at a time) and a little more.
+const FRAMING_SLACK: u64 = 256 * 1024;
 /// Largest text field (`tags`, `visibility`) in a multipart upload.
 const MAX_TEXT_FIELD: usize = 4096;
+
+/// What a multipart body has sent, and how much of it was the file. Everything else — preamble, boundaries,
+/// part headers, text fields — is framing, bounded by [`MULTIPART_OVERHEAD`] as it arrives: the parser
+/// buffers a part header until its blank line, so a header that never ends would otherwise grow without limit.
+#[derive(Default)]
+struct Framing {
+    body: AtomicU64,
+    file: AtomicU64,
+    exceeded: AtomicBool,
+}
+
+impl Framing {
+    /// The request with its body counted; the body fails once framing passes its bound.
+    fn count(self: &Arc<Self>, request: Request) -> Request {
+        let (parts, body) = request.into_parts();
+        let this = self.clone();
+        let counted = body.into_data_stream().map(move |chunk| {
+            let chunk = chunk?;
+            let body = this.body.fetch_add(chunk.len() as u64, Ordering::Relaxed) + chunk.len() as u64;
+            if body.saturating_sub(this.file.load(Ordering::Relaxed)) > MULTIPART_OVERHEAD + FRAMING_SLACK {
+                this.exceeded.store(true, Ordering::Relaxed);
+                return Err(axum::Error::new("the form's framing exceeds its limit"));
+            }
+            Ok(chunk)
+        });
+        Request::from_parts(parts, Body::from_stream(counted))
+    }
+
+    fn too_large() -> ApiError {
+        ApiError::BodyTooLarge(format!("the form's fields and headers exceed {MULTIPART_OVERHEAD} bytes"))
+    }
+
+    /// The error a failed multipart read stands for.
+    fn error(&self, e: &MultipartError) -> ApiError {
+        if self.exceeded.load(Ordering::Relaxed) {
+            Self::too_large()
+        } else if timed_out(e) {
+            ApiError::BodyTimeout
+        } else {
+            ApiError::BadRequest("invalid-multipart", e.body_text())
+        }
+    }
+}
+
+/// Whether a body error is the body idle timeout (`server.body_idle_timeout_secs`), however deep it is wrapped.
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(e) = cause {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -129,11 +191,13 @@ impl<'a> Intake<'a> {
     async fn drain<S, E>(&mut self, mut body: S) -> Result<(), ApiError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
+        E: std::error::Error + 'static,
     {
         while let Some(chunk) = body.next().await {
-            let chunk = chunk
-                .map_err(|e| ApiError::BadRequest("upload-interrupted", format!("reading the upload failed: {e}")))?;
+            let chunk = chunk.map_err(|e| match timed_out(&e) {
+                true => ApiError::BodyTimeout,
+                false => ApiError::BadRequest("upload-interrupted", format!("reading the upload failed: {e}")),
+            })?;
             self.push(chunk).await?;
         }
         Ok(())
@@ -220,13 +284,17 @@ fn file_name(raw: &str) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::BadRequest("invalid-name", "the file name is empty once sanitised".into()))
 }
 
-async fn text_field(field: axum::extract::multipart::Field<'_>) -> Result<String, ApiError> {
+/// A text field, read a chunk at a time and refused as soon as it passes [`MAX_TEXT_FIELD`].
+async fn text_field(mut field: Field<'_>, framing: &Framing) -> Result<String, ApiError> {
     let name = field.name().unwrap_or_default().to_owned();
-    let bytes = field.bytes().await.map_err(|e| ApiError::BadRequest("invalid-multipart", e.body_text()))?;
-    if bytes.len() > MAX_TEXT_FIELD {
-        return Err(ApiError::BadRequest("invalid-multipart", format!("field {name} is too long")));
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(|e| framing.error(&e))? {
+        if bytes.len() + chunk.len() > MAX_TEXT_FIELD {
+            return Err(ApiError::BodyTooLarge(format!("field {name} is longer than {MAX_TEXT_FIELD} bytes")));
+        }
+        bytes.extend_from_slice(&chunk);
     }
-    String::from_utf8(bytes.to_vec())
+    String::from_utf8(bytes)
         .map_err(|_| ApiError::BadRequest("invalid-multipart", format!("field {name} is not UTF-8")))
 }
 
@@ -271,30 +339,30 @@ async fn upload_file(
     let mut intake = Intake::new(&state, limit).await?;
 
     if is_multipart {
-        let mut multipart = Multipart::from_request(request, &state)
+        let framing = Arc::new(Framing::default());
+        let mut multipart = Multipart::from_request(framing.count(request), &state)
             .await
             .map_err(|e| ApiError::BadRequest("invalid-multipart", e.body_text()))?;
         let mut saw_file = false;
-        let mut text_bytes = 0usize;
-        while let Some(field) =
-            multipart.next_field().await.map_err(|e| ApiError::BadRequest("invalid-multipart", e.body_text()))?
-        {
+        while let Some(field) = multipart.next_field().await.map_err(|e| framing.error(&e))? {
             match field.name().unwrap_or_default() {
                 "file" if !saw_file => {
                     saw_file = true;
                     if let Some(n) = field.file_name() {
                         name = Some(file_name(n)?);
                     }
-                    intake.drain(field).await?;
+                    let counted = field.inspect_ok(|chunk| {
+                        framing.file.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    });
+                    intake.drain(counted).await.map_err(|e| match framing.exceeded.load(Ordering::Relaxed) {
+                        true => Framing::too_large(),
+                        false => e,
+                    })?;
                 }
                 "file" => return Err(ApiError::BadRequest("invalid-multipart", "one file per upload".into())),
                 other @ ("tags" | "visibility" | "name") => {
                     let other = other.to_owned();
-                    let text = text_field(field).await?;
-                    text_bytes += text.len();
-                    if text_bytes as u64 > MULTIPART_OVERHEAD {
-                        return Err(ApiError::BadRequest("invalid-multipart", "text fields are too long".into()));
-                    }
+                    let text = text_field(field, &framing).await?;
                     match other.as_str() {
                         "tags" => tags = parse_tags(&text)?,
                         "visibility" => visibility = parse_visibility(&text)?,

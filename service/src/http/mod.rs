@@ -13,20 +13,24 @@ mod users;
 
 use std::ops::Deref;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
-use chrono::{DateTime, Datelike as _, NaiveDate, Utc};
-use axum::extract::{MatchedPath, Request, State};
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
+use chrono::{DateTime, Datelike as _, NaiveDate, Utc};
 use http::{HeaderValue, header};
 use metrics::Label;
 use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::load_shed::LoadShedLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer as SetHeader;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
@@ -181,7 +185,8 @@ impl utoipa::Modify for BearerAuth {
 /// The whole application: routes, OpenAPI document and middleware.
 pub(crate) fn router(state: AppState) -> Router {
     let cors = cors_layer(&state.config);
-    let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let server = &state.config.server;
+    let (guarded, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(files::router())
         .merge(content::router())
         .merge(users::router())
@@ -189,57 +194,85 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(share::router())
         .merge(search::router())
         .merge(thumbnails::router())
-        .merge(health::router())
         .merge(debug::router())
         .split_for_parts();
+    // Health and metrics answer whatever the load: they are how operators see it.
+    let (open, open_doc) = OpenApiRouter::new().merge(health::router()).split_for_parts();
+    openapi.merge(open_doc);
     let openapi = Arc::new(openapi);
-    api.route(
+    let open = open.route(
         "/openapi.json",
         axum::routing::get(move || {
             let openapi = openapi.clone();
             async move { axum::Json(openapi.as_ref().clone()) }
         }),
-    )
-    // The audit layer runs first (outermost): it resolves the caller the rate limit is keyed on.
-    .route_layer(middleware::from_fn_with_state(state.clone(), crate::ratelimit::limit_requests))
-    .route_layer(middleware::from_fn_with_state(state.clone(), crate::audit::audit_requests))
-    .fallback(|| async { http::StatusCode::NOT_FOUND })
-    .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
-    .with_state(state)
-    .layer(
-        ServiceBuilder::new()
-            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-            .layer(PropagateRequestIdLayer::x_request_id())
-            .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
-                tracing::info_span!("request", method = %req.method(), uri = %req.uri().path(), request_id = id)
-            }))
-            .layer(middleware::from_fn(error::shape_errors))
-            .layer(middleware::from_fn(refuse_nul_in_query))
-            .layer(CatchPanicLayer::new()),
-    )
-    // Headers for an API that serves no HTML: nothing is to be sniffed, framed, or sent a referrer, and
-    // responses are not stored by shared caches unless a handler says otherwise (content does).
-    .layer(
-        ServiceBuilder::new()
-            .layer(SetHeader::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
-            .layer(SetHeader::overriding(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
-            .layer(SetHeader::overriding(
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'; sandbox"),
-            ))
-            .layer(SetHeader::overriding(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
-            .layer(SetHeader::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))),
-    )
-    .layer(cors)
+    );
+    let shed = state.metrics.counter("http_requests_shed_total", Vec::new());
+    guarded
+        // The audit layer runs first (outermost): it resolves the caller the rate limit is keyed on.
+        .route_layer(middleware::from_fn_with_state(state.clone(), crate::ratelimit::limit_requests))
+        .route_layer(middleware::from_fn_with_state(state.clone(), crate::audit::audit_requests))
+        // Admission before anything else a request costs (authentication, the audit, the rate limit): past
+        // `max_in_flight` requests at once, one more is answered 503 at once instead of waiting in line.
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(move |_: tower::BoxError| {
+                    shed.increment(1);
+                    std::future::ready(ApiError::Overloaded)
+                }))
+                .layer(LoadShedLayer::new())
+                .layer(GlobalConcurrencyLimitLayer::new(server.max_in_flight)),
+        )
+        .merge(open)
+        .fallback(|| async { http::StatusCode::NOT_FOUND })
+        .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
+        // JSON bodies are small; the upload route lifts this for itself and counts its bytes as they stream.
+        .layer(DefaultBodyLimit::max(server.max_json_bytes))
+        // A body that stops sending is dropped after this long without a byte, whatever route reads it.
+        .layer(RequestBodyTimeoutLayer::new(Duration::from_secs(server.body_idle_timeout_secs)))
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                    let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+                    tracing::info_span!("request", method = %req.method(), uri = %req.uri().path(), request_id = id)
+                }))
+                .layer(middleware::from_fn(error::shape_errors))
+                .layer(middleware::from_fn(refuse_malformed_query))
+                .layer(CatchPanicLayer::new()),
+        )
+        // Headers for an API that serves no HTML: nothing is to be sniffed, framed, or sent a referrer, and
+        // responses are not stored by shared caches unless a handler says otherwise (content does).
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetHeader::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+                .layer(SetHeader::overriding(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+                .layer(SetHeader::overriding(
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'; sandbox"),
+                ))
+                .layer(SetHeader::overriding(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
+                .layer(SetHeader::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))),
+        )
+        .layer(cors)
 }
 
-/// No parameter of ours may hold a NUL, and PostgreSQL refuses one in text: a percent-encoded NUL anywhere in
-/// the query string is the client's error, answered here once for every route and backend.
-async fn refuse_nul_in_query(request: Request, next: Next) -> Response {
-    if request.uri().query().is_some_and(|q| q.contains("%00")) {
-        let message = "the query string contains a NUL character".to_owned();
-        return axum::response::IntoResponse::into_response(ApiError::BadRequest("invalid-query", message));
+/// A query string whose parameters are not text is the client's error, answered here once for every route and
+/// backend: percent-encoded bytes that are not UTF-8 (the query parser would quietly turn them into U+FFFD),
+/// and NUL, which no parameter of ours may hold and PostgreSQL refuses in text.
+async fn refuse_malformed_query(request: Request, next: Next) -> Response {
+    let problem = request.uri().query().and_then(|q| {
+        let decoded = percent_encoding::percent_decode_str(q).decode_utf8().ok();
+        match decoded {
+            None => Some("the query string is not UTF-8"),
+            Some(text) if text.contains('\0') => Some("the query string contains a NUL character"),
+            Some(_) => None,
+        }
+    });
+    if let Some(problem) = problem {
+        return axum::response::IntoResponse::into_response(ApiError::BadRequest("invalid-query", problem.into()));
     }
     next.run(request).await
 }

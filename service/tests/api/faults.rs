@@ -229,10 +229,12 @@ async fn the_service_starts_without_postgres_and_is_ready_once_it_connects() {
         let _ = stopped.await;
     }));
     let client = reqwest::Client::new();
+    // Well formed, so it is looked up (a malformed key is refused without the database).
+    const UNKNOWN_KEY: &str = "fwb_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 
     let res = client.get(format!("{address}/health/ready")).send().await.unwrap();
     assert_eq!(res.status(), 503);
-    let res = client.get(format!("{address}/api/v1/users/me")).bearer_auth("fwb_whatever").send().await.unwrap();
+    let res = client.get(format!("{address}/api/v1/users/me")).bearer_auth(UNKNOWN_KEY).send().await.unwrap();
     assert_eq!(res.status(), 503, "an API call without a database is a clear 503, not a hang or a 500");
     assert_eq!(error_code(res).await, "database-unavailable");
 
@@ -242,7 +244,7 @@ async fn the_service_starts_without_postgres_and_is_ready_once_it_connects() {
         client.get(format!("{address}/health/ready")).send().await.unwrap().status() == 200
     })
     .await;
-    let res = client.get(format!("{address}/api/v1/users/me")).bearer_auth("fwb_whatever").send().await.unwrap();
+    let res = client.get(format!("{address}/api/v1/users/me")).bearer_auth(UNKNOWN_KEY).send().await.unwrap();
     assert_eq!(res.status(), 401, "the key is now checked against the migrated database");
     drop(dir);
     drop(db);

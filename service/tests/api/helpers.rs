@@ -131,17 +131,39 @@ impl StoppedApp {
 
     /// Runs a query returning one count against the instance's database, whichever backend it is.
     pub(crate) async fn count(&self, sql: &'static str) -> i64 {
-        use secrecy::ExposeSecret as _;
-        use sqlx::Connection as _;
-        let url = self.config.database.url.expose_secret().to_owned();
-        if url.starts_with("postgres") {
-            let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
-            sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
-        } else {
-            let path = self.config.storage.data_dir.join("filewallball.db");
-            let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
-            sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
-        }
+        count(&self.config, sql).await
+    }
+}
+
+/// Runs a query returning one count against the database of an instance configured so.
+pub(crate) async fn count(config: &Config, sql: &'static str) -> i64 {
+    use secrecy::ExposeSecret as _;
+    use sqlx::Connection as _;
+    let url = config.database.url.expose_secret().to_owned();
+    if url.starts_with("postgres") {
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+    } else {
+        let path = config.storage.data_dir.join("filewallball.db");
+        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+        sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap()
+    }
+}
+
+/// Runs a statement against the database of an instance configured so (a running one included), with the
+/// text `$1` bound to `arg`; the placeholder is written `?` for SQLite.
+pub(crate) async fn execute(config: &Config, sql: &str, arg: &str) {
+    use secrecy::ExposeSecret as _;
+    use sqlx::Connection as _;
+    let url = config.database.url.expose_secret().to_owned();
+    if url.starts_with("postgres") {
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(arg).execute(&mut conn).await.unwrap();
+    } else {
+        let path = config.storage.data_dir.join("filewallball.db");
+        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+        let sql = sql.replace("$1", "?");
+        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(arg).execute(&mut conn).await.unwrap();
     }
 }
 
