@@ -44,6 +44,7 @@ async fn open_context(config: Config) -> anyhow::Result<AppContext> {
         db::connect(&config.database_url(), &config.pool_settings()).await.context("opening the metadata database")?;
     let blobs = LocalStore::open(config.blob_dir()).await.context("opening the blob directory")?;
     let metrics = Metrics::new();
+    metrics.spawn_upkeep();
     let cache_config = &config.cache;
     let backend: Arc<dyn CacheBackend> = if cache_config.redis_url.expose_secret().is_empty() {
         Arc::new(MemoryCache::new(cache_config.memory_capacity_bytes))

@@ -37,6 +37,9 @@ static METADATA: Metadata<'static> = Metadata::new(module_path!(), metrics::Leve
 const LATENCY_BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
+/// How often buffered histogram samples are folded into buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// This instance's metrics registry.
 #[derive(Clone)]
 pub struct Metrics {
@@ -68,6 +71,20 @@ impl Metrics {
 
     pub(crate) fn histogram(&self, name: &'static str, labels: Vec<Label>) -> Histogram {
         self.recorder.register_histogram(&Key::from_parts(name, labels), &METADATA)
+    }
+
+    /// Folds histogram samples into their buckets every few seconds. The exporter buffers every sample until
+    /// then (or until a scrape): without this, an instance nobody scrapes would keep every request's latency.
+    pub(crate) fn spawn_upkeep(&self) {
+        let handle = self.handle.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(UPKEEP_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                handle.run_upkeep();
+            }
+        });
     }
 
     /// The Prometheus text exposition of everything recorded so far.

@@ -1,4 +1,4 @@
-//! The cache: the seed's key families and TTLs over a pluggable backend (in-process now, Redis next).
+//! The cache: the seed's key families and TTLs over a pluggable backend (in-process or Redis).
 //!
 //! [`Cache`] is what the service calls. It builds keys (`{namespace}:{family}:{id}`), counts a hit or a miss
 //! per family on every lookup, and never lets a backend failure fail a request: a failed read counts as a miss
@@ -132,6 +132,22 @@ struct FamilyCounters {
 /// One load in progress per key: concurrent misses wait for it instead of each reading the database.
 type InFlight = Mutex<HashMap<String, Arc<OnceCell<Option<Bytes>>>>>;
 
+/// Removes a key's in-flight load from the map when dropped, unless a newer load took its place.
+struct InFlightEntry<'a> {
+    map: &'a InFlight,
+    key: &'a str,
+    cell: &'a Arc<OnceCell<Option<Bytes>>>,
+}
+
+impl Drop for InFlightEntry<'_> {
+    fn drop(&mut self) {
+        let mut in_flight = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if in_flight.get(self.key).is_some_and(|c| Arc::ptr_eq(c, self.cell)) {
+            in_flight.remove(self.key);
+        }
+    }
+}
+
 /// The service's view of the cache; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Cache {
@@ -220,27 +236,24 @@ impl Cache {
             let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
             in_flight.entry(key.clone()).or_default().clone()
         };
-        let result = cell
-            .get_or_try_init(async || {
-                let seen = self.invalidations.load(Ordering::SeqCst);
-                let loaded = load().await?;
-                if let Some(bytes) = &loaded {
-                    self.set_bytes(family, id, bytes.clone()).await;
-                    if self.invalidations.load(Ordering::SeqCst) != seen
-                        && let Err(e) = self.backend.delete(std::slice::from_ref(&key)).await
-                    {
-                        self.failed(&e, "invalidation");
-                    }
+        // The entry goes when this load ends, however it ends: a request cancelled mid-load (its client went
+        // away) must not leave its key behind, or the map grows with every key that is never asked for again.
+        let _entry = InFlightEntry { map: &self.in_flight, key: &key, cell: &cell };
+        cell.get_or_try_init(async || {
+            let seen = self.invalidations.load(Ordering::SeqCst);
+            let loaded = load().await?;
+            if let Some(bytes) = &loaded {
+                self.set_bytes(family, id, bytes.clone()).await;
+                if self.invalidations.load(Ordering::SeqCst) != seen
+                    && let Err(e) = self.backend.delete(std::slice::from_ref(&key)).await
+                {
+                    self.failed(&e, "invalidation");
                 }
-                Ok(loaded)
-            })
-            .await
-            .cloned();
-        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-        if in_flight.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-            in_flight.remove(&key);
-        }
-        result
+            }
+            Ok(loaded)
+        })
+        .await
+        .cloned()
     }
 
     /// [`Cache::get_or_load_bytes`] for a JSON value.
@@ -361,6 +374,20 @@ mod tests {
         assert_eq!(cache.key(Family::Stats, "2026-11-26"), "fwb:stats:2026-11-26");
         assert_eq!(cache.key(Family::Thumbnail, "42"), "fwb:file:thumbnail:42");
         assert_eq!(Family::FileContent.ttl(), Duration::from_secs(300));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_load_cancelled_midway_leaves_no_entry_behind() {
+        let cache = Cache::new(Arc::new(memory::MemoryCache::new(1024)), "fwb", &Metrics::new());
+        let never = async || std::future::pending::<Result<Option<Bytes>, ()>>().await;
+        for id in ["a", "b", "c"] {
+            let load = cache.get_or_load_bytes(Family::Search, id, never);
+            assert!(tokio::time::timeout(Duration::from_millis(10), load).await.is_err());
+        }
+        assert_eq!(cache.in_flight.lock().unwrap().len(), 0, "cancelled loads kept their keys");
+        let loaded = cache.get_or_load_bytes(Family::Search, "a", async || Ok::<_, ()>(Some(Bytes::from("x")))).await;
+        assert_eq!(loaded.unwrap(), Some(Bytes::from("x")));
+        assert_eq!(cache.in_flight.lock().unwrap().len(), 0);
     }
 
     #[tokio::test]
