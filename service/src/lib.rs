@@ -12,6 +12,8 @@ mod cache;
 pub mod config;
 mod db;
 mod domain;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 mod maintenance;
 mod media;

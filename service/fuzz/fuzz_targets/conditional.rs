@@ -1,0 +1,4 @@
+//! Fuzz target `conditional`: see `filewallball::fuzzing` for the properties it checks.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| filewallball::fuzzing::replay("conditional", data));
