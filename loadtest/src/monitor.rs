@@ -187,6 +187,8 @@ pub struct MonitorReport {
     pub source: &'static str,
     pub flamegraph: Option<PathBuf>,
     pub flamegraph_note: Option<String>,
+    /// Seconds into the steady state when the CPU profile's capture began and ended, if one was asked for.
+    pub profile_window: Option<(u32, u32)>,
     pub problems: Vec<String>,
 }
 
@@ -221,6 +223,8 @@ impl Monitor {
         let profile_secs = (steady.as_secs() / 3).min(30);
         let profile = (self.profile && profile_secs >= 1).then(|| {
             let at = clock.steady_start + steady / 2 - Duration::from_secs(profile_secs) / 2;
+            let from = at.duration_since(clock.steady_start).as_secs() as u32;
+            report.profile_window = Some((from, from + profile_secs as u32));
             let api = self.api.clone();
             let key = self.admin_key.clone();
             let path = self.out_dir.join("flamegraph.svg");

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use fwb_reports::{Class, ErrorCount, Percentiles, RequestStats, TimelinePoint};
+use fwb_reports::{Class, ErrorCount, Percentiles, RequestStats, Shedding, TimelinePoint};
 use goose::prelude::*;
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::V2DeflateSerializer;
@@ -228,7 +228,14 @@ struct Series {
     sent: Histogram<u64>,
     status: BTreeMap<String, u64>,
     messages: HashMap<String, u64>,
+    /// Requests the service shed (503), the due-time latency of the others, the send-time latency of those.
+    shed: u64,
+    admitted: Histogram<u64>,
+    refused: Histogram<u64>,
 }
+
+/// The status a service answers with when it sheds load.
+const SHED: u16 = 503;
 
 impl Series {
     fn new(class: Class) -> Self {
@@ -242,6 +249,9 @@ impl Series {
             sent: histogram(),
             status: BTreeMap::new(),
             messages: HashMap::new(),
+            shed: 0,
+            admitted: histogram(),
+            refused: histogram(),
         }
     }
 
@@ -249,6 +259,12 @@ impl Series {
         self.count += 1;
         self.corrected.saturating_record(corrected.as_micros().max(1) as u64);
         self.sent.saturating_record(sent.as_micros().max(1) as u64);
+        if p.status == Some(SHED) {
+            self.shed += 1;
+            self.refused.saturating_record(sent.as_micros().max(1) as u64);
+        } else {
+            self.admitted.saturating_record(corrected.as_micros().max(1) as u64);
+        }
         let status = p.status.map_or_else(|| "error".to_owned(), |s| s.to_string());
         *self.status.entry(status).or_default() += 1;
         if let Some(message) = &p.error {
@@ -273,6 +289,11 @@ impl Series {
             sent_curve: curve(&self.sent),
             status: self.status.clone(),
             top_errors: top,
+            shedding: (self.shed > 0).then(|| Shedding {
+                shed: self.shed,
+                admitted: percentiles(&self.admitted),
+                refused: percentiles(&self.refused),
+            }),
         }
     }
 }

@@ -116,6 +116,9 @@ async fn clean_up(api: &Api, admin_key: &str, data: &seed::DataSet, workload: &F
     }
 }
 
+/// Seconds after a CPU profile's capture left out of the memory growth: its buffers are the profiler's.
+const PROFILE_SETTLING_S: f64 = 60.0;
+
 #[allow(clippy::too_many_arguments)]
 fn summarize(
     options: &Options,
@@ -199,6 +202,13 @@ fn summarize(
             process: server_process,
             cpu_fraction_mean: server_process.cpu_cores_mean.map(|c| c / cores as f64),
             memory_fraction_max: server_process.rss_bytes_max.map(|b| b as f64 / memory.max(1) as f64),
+            rss_growth_mib_per_10min: fwb_reports::rss_growth(
+                &samples
+                    .iter()
+                    .filter_map(|s| Some((f64::from(s.t_s), s.server_rss_bytes? as f64)))
+                    .collect::<Vec<_>>(),
+                watched.profile_window.map(|(from, to)| (f64::from(from), f64::from(to) + PROFILE_SETTLING_S)),
+            ),
             latency,
         },
         loadtest: own,

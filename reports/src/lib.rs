@@ -63,6 +63,10 @@ pub struct Targets {
     pub max_service_cpu: Option<f64>,
     /// The service process's largest resident set as a fraction of the machine's memory, 0–1.
     pub max_service_memory: Option<f64>,
+    /// Growth of the service's resident set over the steady state, MiB per 10 minutes: a long run must hold
+    /// its memory flat, which the maximum alone cannot tell.
+    #[serde(default)]
+    pub max_rss_growth_mib_per_10min: Option<f64>,
     /// How far figures may move against a baseline run before the gate calls it a regression.
     #[serde(default)]
     pub tolerance: Option<Tolerance>,
@@ -194,6 +198,21 @@ pub struct RequestStats {
     pub status: BTreeMap<String, u64>,
     /// The most frequent error messages, most frequent first.
     pub top_errors: Vec<ErrorCount>,
+    /// When the service shed load (503 answers, counted in `errors` and in the percentiles above): the
+    /// corrected latency of the requests it admitted, and the sent latency of those it refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shedding: Option<Shedding>,
+}
+
+/// What admission control did to one request name or class.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Shedding {
+    /// Requests answered 503.
+    pub shed: u64,
+    /// From due time, over every request that was not shed.
+    pub admitted: Percentiles,
+    /// From send time, over the shed ones: how fast a refusal came back.
+    pub refused: Percentiles,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -233,6 +252,9 @@ pub struct ServerFigures {
     pub cpu_fraction_mean: Option<f64>,
     /// Largest resident set as a fraction of this machine's memory, 0–1.
     pub memory_fraction_max: Option<f64>,
+    /// How fast the resident set grew over the steady state, MiB per 10 minutes (see [`rss_growth`]).
+    #[serde(default)]
+    pub rss_growth_mib_per_10min: Option<f64>,
     /// The service's own request-duration histogram over the steady state, per endpoint (method and route);
     /// percentiles are bucket upper bounds.
     pub latency: BTreeMap<String, ServerLatency>,
@@ -344,6 +366,43 @@ pub fn summary_table(s: &Summary) -> String {
     out
 }
 
+/// The growth of a resident set, in MiB per 10 minutes: the least-squares slope of `samples` (seconds, bytes),
+/// leaving out `excluded` (a CPU profile's capture and the settling after it, whose buffers are the profiler's).
+/// The samples on either side of the gap are fitted apart and their slopes weighted by their lengths, so the
+/// profiler's step is not read as growth. `None` with fewer than a minute of samples.
+pub fn rss_growth(samples: &[(f64, f64)], excluded: Option<(f64, f64)>) -> Option<f64> {
+    const MIN_SPAN_S: f64 = 60.0;
+    let (before, after): (Vec<_>, Vec<_>) = match excluded {
+        None => (samples.to_vec(), Vec::new()),
+        Some((from, to)) => {
+            let before = samples.iter().copied().filter(|(t, _)| *t < from).collect();
+            let after = samples.iter().copied().filter(|(t, _)| *t > to).collect();
+            (before, after)
+        }
+    };
+    let fitted: Vec<(f64, f64)> = [before, after]
+        .iter()
+        .filter_map(|part| {
+            let span = part.last()?.0 - part.first()?.0;
+            (span >= MIN_SPAN_S).then(|| (slope(part), span))
+        })
+        .collect();
+    let total: f64 = fitted.iter().map(|(_, span)| span).sum();
+    (total > 0.0).then(|| {
+        let bytes_per_s = fitted.iter().map(|(slope, span)| slope * span).sum::<f64>() / total;
+        bytes_per_s * 600.0 / (1024.0 * 1024.0)
+    })
+}
+
+/// Least-squares slope of `y` over `x`.
+fn slope(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    let (mx, my) = (points.iter().map(|p| p.0).sum::<f64>() / n, points.iter().map(|p| p.1).sum::<f64>() / n);
+    let sxy: f64 = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+    let sxx: f64 = points.iter().map(|(x, _)| (x - mx) * (x - mx)).sum();
+    if sxx == 0.0 { 0.0 } else { sxy / sxx }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,6 +411,25 @@ mod tests {
     fn cache_ratio_is_absent_without_lookups() {
         assert_eq!(CacheFamily::new(0, 0).ratio, None);
         assert_eq!(CacheFamily::new(3, 1).ratio, Some(0.75));
+    }
+
+    #[test]
+    fn rss_growth_is_the_slope_without_the_profilers_step() {
+        const MIB: f64 = 1024.0 * 1024.0;
+        // 1 MiB a minute for 20 minutes, and a 250 MiB step from 600 s to 630 s (a CPU profile).
+        let samples: Vec<(f64, f64)> = (0..1200)
+            .map(|t| {
+                let t = f64::from(t);
+                (t, 50.0 * MIB + t / 60.0 * MIB + if t >= 600.0 { 250.0 * MIB } else { 0.0 })
+            })
+            .collect();
+        let growth = rss_growth(&samples, Some((600.0, 690.0))).unwrap();
+        assert!((growth - 10.0).abs() < 0.01, "{growth}");
+        // Unexcluded, the step reads as hundreds of MiB of growth.
+        assert!(rss_growth(&samples, None).unwrap() > 100.0);
+        let flat: Vec<(f64, f64)> = (0..600).map(|t| (f64::from(t), 80.0 * MIB + f64::from(t % 7) * 4096.0)).collect();
+        assert!(rss_growth(&flat, None).unwrap().abs() < 0.05);
+        assert_eq!(rss_growth(&flat[..30], None), None, "half a minute says nothing");
     }
 
     #[test]

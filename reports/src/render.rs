@@ -84,6 +84,25 @@ pub fn markdown(s: &Summary, verdict: &Verdict) -> String {
         out,
         "\nLatencies in ms; p50–max from each request's due time (corrected), `sent` from its send time.\n"
     );
+    let shedding: Vec<_> = s.classes.iter().filter_map(|(c, st)| st.shedding.map(|sh| (c, st.count, sh))).collect();
+    if !shedding.is_empty() {
+        let _ = writeln!(
+            out,
+            "Load shed (503) by class; admitted from due time, refusals from send time, in ms:\n\n\
+             | | shed | share | admitted p50 | admitted p95 | admitted p99 | refusal p95 |\n\
+             |---|---:|---:|---:|---:|---:|---:|"
+        );
+        for (class, count, sh) in shedding {
+            let share = sh.shed as f64 / count.max(1) as f64 * 100.0;
+            let (a, r) = (sh.admitted, sh.refused);
+            let _ = writeln!(
+                out,
+                "| **{class}** | {} | {share:.1} % | {:.2} | {:.2} | {:.2} | {:.2} |",
+                sh.shed, a.p50_ms, a.p95_ms, a.p99_ms, r.p95_ms
+            );
+        }
+        out.push('\n');
+    }
     out.push_str("```\n");
     out.push_str(&crate::summary_table(s));
     out.push_str("```\n");

@@ -210,6 +210,16 @@ pub fn judge(run: &Summary, baseline: Option<&Summary>) -> Verdict {
         ));
     }
 
+    if let Some(max) = t.max_rss_growth_mib_per_10min {
+        checks.push(check(
+            "service memory growth (MiB per 10 min)".into(),
+            run.server.rss_growth_mib_per_10min,
+            Bound::AtMost,
+            max,
+            "MiB",
+        ));
+    }
+
     let (deltas, baseline_note) = match baseline {
         None => (Vec::new(), None),
         Some(base) => compare(run, base),
@@ -294,6 +304,7 @@ mod tests {
             sent_curve: vec![],
             status: BTreeMap::new(),
             top_errors: vec![],
+            shedding: None,
         }
     }
 
@@ -333,6 +344,7 @@ mod tests {
                 source: "proc".into(),
                 cpu_fraction_mean: Some(0.5),
                 memory_fraction_max: Some(0.1),
+                rss_growth_mib_per_10min: Some(0.2),
                 ..ServerFigures::default()
             },
             loadtest: ProcessFigures::default(),
@@ -345,6 +357,7 @@ mod tests {
                 min_achieved_rate: 0.95,
                 max_service_cpu: Some(0.8),
                 max_service_memory: Some(0.8),
+                max_rss_growth_mib_per_10min: Some(1.0),
                 tolerance: Some(Tolerance { p95: 0.15, throughput: 0.10, p95_slack_ms: 0.0 }),
             },
             artifacts: Artifacts::default(),
@@ -359,20 +372,21 @@ mod tests {
     fn a_run_within_every_target_passes() {
         let v = judge(&passing(), None);
         assert!(v.passed, "{}", v.table());
-        assert_eq!(v.checks.len(), 7);
+        assert_eq!(v.checks.len(), 8);
         assert!(v.failures().is_empty());
     }
 
     #[test]
     fn each_target_fails_on_its_own() {
         type Break = fn(&mut Summary);
-        let cases: [(&str, Break); 6] = [
+        let cases: [(&str, Break); 7] = [
             ("api p95 latency", |s| s.classes.get_mut(&Class::Api).unwrap().corrected.p95_ms = 100.5),
             ("error rate", |s| s.rate.error_rate = 0.0011),
             ("cache hit ratio", |s| s.cache.total = CacheFamily::new(79, 21)),
             ("achieved rate / target", |s| s.rate.achieved_fraction = 0.9),
             ("service CPU (mean, of all cores)", |s| s.server.cpu_fraction_mean = Some(0.81)),
             ("service memory (max, of RAM)", |s| s.server.memory_fraction_max = Some(0.9)),
+            ("service memory growth (MiB per 10 min)", |s| s.server.rss_growth_mib_per_10min = Some(1.5)),
         ];
         for (name, break_it) in cases {
             let mut s = passing();
