@@ -180,8 +180,14 @@ const MAX_FOREIGN_BODY: usize = 4096;
 /// Gives every error response the one JSON shape and logs server errors.
 pub(crate) async fn shape_errors(request: Request, next: Next) -> Response {
     let request_id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let sends_body = sends_body(request.headers());
     let mut res = next.run(request).await;
     let status = res.status();
+    // A refused request's body may not have been read (a shed upload, a body over its limit): the connection
+    // cannot carry another request, and saying so keeps the client from sending one on it as it closes.
+    if sends_body && (status.is_client_error() || status.is_server_error()) {
+        res.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let report = match res.extensions_mut().remove::<ErrorReport>() {
         Some(report) => report,
         // A JSON body on an error status was written on purpose (readiness reports its checks): keep it.
@@ -194,7 +200,9 @@ pub(crate) async fn shape_errors(request: Request, next: Next) -> Response {
         }
         None => return res,
     };
-    if status.is_server_error() {
+    // Shed load is the service doing its job, thousands of times a second past capacity: counted in
+    // `http_requests_shed_total`, not logged one by one.
+    if status.is_server_error() && report.code != "overloaded" {
         tracing::error!(code = report.code, detail = report.internal.as_deref().unwrap_or(""), "request failed");
     }
     let body = json!({"error": {"code": report.code, "message": report.message, "request_id": request_id}});
@@ -203,6 +211,12 @@ pub(crate) async fn shape_errors(request: Request, next: Next) -> Response {
     headers.remove(header::CONTENT_LENGTH);
     *res.body_mut() = Body::from(body.to_string());
     res
+}
+
+/// Whether a request has a body to read: a length above 0, or a chunked one.
+fn sends_body(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers.get(header::CONTENT_LENGTH).is_some_and(|v| v.to_str().map_or(true, |v| v.trim() != "0"))
 }
 
 fn is_json(res: &Response) -> bool {

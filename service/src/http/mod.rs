@@ -235,10 +235,16 @@ pub(crate) fn router(state: AppState) -> Router {
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                    let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
-                    tracing::info_span!("request", method = %req.method(), uri = %req.uri().path(), request_id = id)
-                }))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(|req: &Request| {
+                            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+                            tracing::info_span!("request", method = %req.method(), uri = %req.uri().path(), request_id = id)
+                        })
+                        // `shape_errors` logs each failure once, with its code; a second line here would only
+                        // double the cost of every refusal when the service is shedding load.
+                        .on_failure(()),
+                )
                 .layer(middleware::from_fn(error::shape_errors))
                 .layer(middleware::from_fn(refuse_malformed_query))
                 .layer(CatchPanicLayer::new()),

@@ -57,6 +57,7 @@ async fn oversized_json_bodies_are_413_before_they_are_read(b: Backend) {
             true => req.body(streamed(vec![Bytes::from(huge.clone())], false)).send().await.unwrap(),
         };
         assert_eq!(res.status(), 413, "chunked: {chunked}");
+        assert_eq!(res.headers()["connection"], "close", "the rest of the body is not read");
         assert_eq!(error_code(res).await, "body-too-large");
     }
     // Deep nesting is a parse error, not a stack overflow or a 500.
@@ -292,7 +293,11 @@ async fn past_max_in_flight_requests_get_a_fast_503_and_health_still_answers(b: 
     assert_eq!(res.status(), 503);
     assert_eq!(res.headers()["retry-after"], "1");
     assert_eq!(error_code(res).await, "overloaded");
-    assert!(shed().await >= 1.0);
+    // A shed request with a body is told the connection ends: its body was never read.
+    let res = app.upload_raw(&app.admin_key, "shed.bin", vec![1u8; 10_000]).await;
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["connection"], "close");
+    assert!(shed().await >= 2.0);
     assert_eq!(app.client.get(app.url("/health/ready")).send().await.unwrap().status(), 200);
     assert_eq!(app.client.get(app.url("/metrics")).send().await.unwrap().status(), 200);
     // The held request finishes normally, and the slot is free again.
