@@ -8,6 +8,8 @@
 #                                             well-formed unknown keys: statuses, lookups, audit rows (PostgreSQL)
 #   ci/scripts/issue11-figures.sh crash       20 kill -9's during uploads and purges, then fsck, the sweep, fsck
 #   ci/scripts/issue11-figures.sh overload R… peak.toml at rates R on PostgreSQL + Redis, rate limits off
+#   ci/scripts/issue11-figures.sh soak [S]    soak.toml (steady state cut to S seconds) on PostgreSQL + Redis:
+#                                             the service's RSS at the start and end of the steady state, slope
 # BIN=dir picks the service binary's directory (default: this tree's release build), to measure another build.
 # Needs PostgreSQL and Redis on 127.0.0.1 (as .ci/run), curl and python3.
 set -euo pipefail
@@ -242,7 +244,25 @@ EOF
         --backend postgres+redis --rate "$rate" --no-profile 2>&1 | grep -v '^\['
     done
     ;;
+  soak)
+    # soak.toml with its steady state cut to $2 seconds (default: as shipped, 1800), no CPU profile.
+    backend postgres:fwb_issue11_soak
+    start_service
+    steady=${2:-1800}
+    sed -e "s/^steady_s = .*/steady_s = $steady/" scenarios/soak.toml >"$OUT/soak.toml"
+    dir=$OUT/soak-$steady-$(basename "$(dirname "$BIN")")
+    "$LOADTEST" --scenario "$OUT/soak.toml" --target "http://127.0.0.1:$PORT" --admin-key "$ADMIN_KEY" --out "$dir" \
+      --service-pid "$SERVICE_PID" --backend postgres+redis --no-profile 2>&1 | grep -v '^\[' | grep -v WARN
+    python3 - "$dir/summary.json" <<'EOF'
+import json, sys
+s = json.load(open(sys.argv[1]))
+rss = [(p["t_s"], p["server_rss_bytes"]) for p in s["timeline"] if p.get("server_rss_bytes")]
+mib = lambda b: b / 1048576
+print(f"RSS at the start of the steady state {mib(rss[0][1]):.1f} MiB, at its end {mib(rss[-1][1]):.1f} MiB"
+      f" ({rss[-1][0] - rss[0][0]} s); slope {s['server']['rss_growth_mib_per_10min']:.2f} MiB per 10 min")
+EOF
+    ;;
   *)
-    sed -n '2,11p' "$0"; exit 2
+    sed -n '2,13p' "$0"; exit 2
     ;;
 esac

@@ -301,9 +301,31 @@ impl Scenario {
     }
 }
 
+/// The fuzz target's door (`loadtest/fuzz`): whatever the text, parsing answers without panicking, and a
+/// scenario it accepts prints as TOML that parses back to the same scenario. Not an API.
+#[doc(hidden)]
+pub fn fuzz(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    if let Ok(scenario) = Scenario::parse(text) {
+        assert_eq!(Scenario::parse(&scenario.to_toml()).as_ref(), Ok(&scenario), "{text}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What fuzzing found interesting (`loadtest/fuzz/corpus/scenario/`) replays here, without a fuzzer.
+    #[test]
+    fn the_fuzz_corpus_replays_clean() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/scenario");
+        let mut replayed = 0;
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            fuzz(&std::fs::read(entry.unwrap().path()).unwrap());
+            replayed += 1;
+        }
+        assert!(replayed >= 8, "only {replayed} corpus entries: the corpus is missing");
+    }
 
     fn shipped(name: &str) -> Scenario {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios").join(format!("{name}.toml"));
