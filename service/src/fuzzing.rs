@@ -10,7 +10,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::domain::Cursor;
 use crate::domain::names::{content_disposition, is_invisible, normalize_tags, sanitize_file_name};
-use crate::http::content::{Precondition, evaluate_preconditions, requested_ranges};
+use crate::http::content::{Precondition, evaluate_preconditions, range_applies, requested_ranges};
 
 /// `Range` against a representation of `size` bytes: what is served never exceeds the file.
 pub fn range(value: &[u8], size: u64) {
@@ -41,6 +41,7 @@ pub fn conditional(text: &[u8]) {
     }
     let etag: ETag = "\"0123abcd\"".parse().expect("a valid entity tag");
     let modified = SystemTime::UNIX_EPOCH + Duration::from_secs(1_780_000_000);
+    let _ = range_applies(&headers, &etag, &headers::LastModified::from(modified));
     if let Ok(Precondition::NotModified) = evaluate_preconditions(&headers, &etag, modified) {
         let named_by_tag = headers.contains_key(http::header::IF_NONE_MATCH);
         let named_by_date = headers.contains_key(http::header::IF_MODIFIED_SINCE);

@@ -24,7 +24,9 @@ pub(crate) fn sanitize_file_name(raw: &str) -> Option<String> {
     while !trimmed.is_char_boundary(end) {
         end -= 1;
     }
-    Some(trimmed[..end].to_owned())
+    // Cutting may have made a dot or a space the last character again (found by fuzzing).
+    let cut = trimmed[..end].trim_end_matches(|c: char| c == '.' || c.is_whitespace());
+    Some(cut.to_owned())
 }
 
 /// Characters a name must not hold: controls (CR/LF included), format characters (Unicode's `Cf`: the bidi
@@ -119,6 +121,14 @@ mod tests {
         let cut = sanitize_file_name(&name).unwrap();
         assert!(cut.len() <= MAX_NAME_BYTES);
         assert!(cut.chars().all(|c| c == '가'));
+    }
+
+    #[test]
+    fn a_name_cut_to_length_does_not_end_in_a_space_or_dot() {
+        let name = format!("{} .x", "a".repeat(MAX_NAME_BYTES - 2));
+        assert_eq!(sanitize_file_name(&name).unwrap(), "a".repeat(MAX_NAME_BYTES - 2));
+        let name = format!("{}..{}", "b".repeat(MAX_NAME_BYTES - 1), "c".repeat(10));
+        assert_eq!(sanitize_file_name(&name).unwrap(), "b".repeat(MAX_NAME_BYTES - 1));
     }
 
     #[test]

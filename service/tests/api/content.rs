@@ -182,11 +182,19 @@ async fn conditional_requests_answer_304_and_412(b: Backend) {
 async fn a_malformed_entity_tag_header_is_a_400(b: Backend) {
     let app = spawn_app(&b).await;
     let (id, _) = uploaded(&app, 100).await;
-    for (name, value) in [("if-none-match", "no-quotes"), ("if-match", "\"a\", *"), ("if-none-match", "\"open")] {
+    let malformed = [
+        ("if-none-match", "no-quotes"),
+        ("if-match", "\"a\", *"),
+        ("if-none-match", "\"open"),
+        ("if-match", "\"a\tb\""),
+    ];
+    for (name, value) in malformed {
         let res = conditional(&app, &id, &[(name, value)]).await;
         assert_eq!(res.status(), 400, "{name}: {value}");
         assert_eq!(error_code(res).await, "invalid-header");
     }
+    let res = conditional(&app, &id, &[("range", "bytes=0-1"), ("if-range", "\"a\tb\"")]).await;
+    assert_eq!(res.status(), 400, "a tab in an If-Range entity tag");
     // A date that does not parse is ignored, as RFC 9110 says.
     assert_eq!(conditional(&app, &id, &[("if-modified-since", "yesterday")]).await.status(), 200);
 }
