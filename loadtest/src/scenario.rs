@@ -149,9 +149,15 @@ pub struct SizeMix {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SizeWeight {
-    /// `"64 KiB"`, `"1 MiB"`, or a number of bytes.
+    /// `"64 KiB"`, `"1 MiB"`, or a number of bytes; written back as a number of bytes, since a unit rounds
+    /// (`"2.56 KiB"` printed back as `"2.6 KiB"` was another size: found by fuzzing).
+    #[serde(serialize_with = "bytes_as_number")]
     pub size: ByteSize,
     pub weight: f64,
+}
+
+fn bytes_as_number<S: serde::Serializer>(size: &ByteSize, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(size.as_u64())
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
