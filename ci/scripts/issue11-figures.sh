@@ -92,7 +92,9 @@ EOF
   halfopen)
     backend embedded
     start_service
+    # A build without the setting (before issue 11) is watched for as long as the default.
     timeout=$("$BIN/filewallball" --print-config | awk '$1 == "header_read_timeout_secs" {print $3}')
+    timeout=${timeout:-30}
     echo "descriptors before: $(fds); header timeout ${timeout} s"
     PORT=$PORT T=$timeout PID=$SERVICE_PID python3 - <<'EOF'
 import os, socket, time, select
