@@ -10,6 +10,7 @@
 #   ci/scripts/issue11-figures.sh overload R… peak.toml at rates R on PostgreSQL + Redis, rate limits off
 #   ci/scripts/issue11-figures.sh soak [S]    soak.toml (steady state cut to S seconds) on PostgreSQL + Redis:
 #                                             the service's RSS at the start and end of the steady state, slope
+#   ci/scripts/issue11-figures.sh heap        the service under heaptrack for a 300 s soak: what holds memory
 # BIN=dir picks the service binary's directory (default: this tree's release build), to measure another build.
 # Needs PostgreSQL and Redis on 127.0.0.1 (as .ci/run), curl and python3.
 set -euo pipefail
@@ -264,7 +265,36 @@ print(f"RSS at the start of the steady state {mib(rss[0][1]):.1f} MiB, at its en
       f" ({rss[-1][0] - rss[0][0]} s); slope {s['server']['rss_growth_mib_per_10min']:.2f} MiB per 10 min")
 EOF
     ;;
+  heap)
+    # The service under heaptrack for soak.toml cut to 300 s; the largest holders of memory at its peak.
+    backend postgres:fwb_issue11_heap
+    rm -f "$OUT"/heap.*
+    heaptrack -o "$OUT/heap" "$BIN/filewallball" >>"$OUT/service.log" 2>&1 &
+    for _ in $(seq 100); do curl -sf "127.0.0.1:$PORT/health/ready" >/dev/null && break; sleep 0.2; done
+    SERVICE_PID=$(pgrep -f "^$BIN/filewallball$")
+    sed -e 's/^steady_s = .*/steady_s = 300/' -e 's/^warm_up_s = .*/warm_up_s = 30/' scenarios/soak.toml >"$OUT/heap.toml"
+    "$LOADTEST" --scenario "$OUT/heap.toml" --target "http://127.0.0.1:$PORT" --admin-key "$ADMIN_KEY" \
+      --out "$OUT/heap-run" --service-pid "$SERVICE_PID" --backend postgres+redis --no-profile 2>&1 | grep -E '^soak|rss'
+    stop_service
+    sleep 15 # heaptrack writes its file after the process exits
+    heaptrack_print -f "$OUT"/heap.*zst -F "$OUT/heap.folded" --flamegraph-cost-type peak >/dev/null
+    python3 - "$OUT/heap.folded" <<'EOF'
+import collections, sys
+# Each stack is charged to its three innermost frames outside the allocator and the collections.
+plumbing = {"alloc.rs", "raw_vec/mod.rs", "mod.rs", "vec.rs", "boxed.rs", "sync.rs", "rc.rs", "string.rs", "slice.rs",
+            "spec_from_elem.rs", "spec_extend.rs", "spec_from_iter.rs", "spec_from_iter_nested.rs", "unix.rs", ""}
+by, total = collections.Counter(), 0
+for line in open(sys.argv[1]):
+    stack, _, cost = line.rpartition(" ")
+    frames = [f for f in reversed(stack.split(";")) if f[f.find("(") + 1:-1] not in plumbing]
+    by[" <- ".join(frames[:3])] += int(cost)
+    total += int(cost)
+print(f"memory at the peak: {total / 1048576:.1f} MiB; largest holders:")
+for key, cost in by.most_common(8):
+    print(f"{cost / 1048576:8.2f} MiB  {key[:200]}")
+EOF
+    ;;
   *)
-    sed -n '2,13p' "$0"; exit 2
+    sed -n '2,15p' "$0"; exit 2
     ;;
 esac
