@@ -177,6 +177,10 @@ async fn create_user(db: &dyn MetaStore, name: &str, role: &str) -> anyhow::Resu
 /// Opens the configured database and nothing else: what an administrative command beside a running service
 /// needs, with no blob sweep, no workers and no pollers of its own.
 async fn open_database(config: &Config) -> anyhow::Result<Arc<dyn MetaStore>> {
+    // The embedded database lives in the data directory, which a first command may find missing.
+    tokio::fs::create_dir_all(&config.storage.data_dir)
+        .await
+        .with_context(|| format!("creating data directory {}", config.storage.data_dir.display()))?;
     let db =
         db::connect(&config.database_url(), &config.pool_settings()).await.context("opening the metadata database")?;
     wait_for_database(db.as_ref()).await?;

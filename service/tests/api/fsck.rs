@@ -93,6 +93,15 @@ async fn admin_commands_leave_a_running_services_uploads_alone(b: Backend) {
     assert!(temp.exists(), "fsck --repair removed an upload in flight");
 }
 
+#[tokio::test]
+async fn the_first_admin_can_be_made_on_a_data_directory_that_does_not_exist_yet() {
+    let parent = tempfile::tempdir().unwrap();
+    let mut config = filewallball::Config::default();
+    config.storage.data_dir = parent.path().join("not/yet");
+    let user = filewallball::startup::admin_create_user(config, "root", "admin").await.unwrap();
+    assert!(user.key.starts_with("fwb_"));
+}
+
 on_both_backends!(
     fsck_reports_then_repairs_beside_a_running_service,
     the_service_sweeps_orphans_on_its_own,
