@@ -42,7 +42,7 @@ start_service() {
   for _ in $(seq 100); do curl -sf "127.0.0.1:$PORT/health/ready" >/dev/null && return; sleep 0.1; done
   echo "service not ready" >&2; exit 1
 }
-stop_service() { [ -n "$SERVICE_PID" ] && kill "$SERVICE_PID" 2>/dev/null && wait "$SERVICE_PID" || true; SERVICE_PID=; }
+stop_service() { [ -n "$SERVICE_PID" ] && kill "$SERVICE_PID" 2>/dev/null && wait "$SERVICE_PID" 2>/dev/null || true; SERVICE_PID=; }
 trap stop_service EXIT
 rss() { awk -v f="$1" '$1 == f":" {printf "%.1f MiB", $2 / 1024}' "/proc/$SERVICE_PID/status"; }
 fds() { ls "/proc/$SERVICE_PID/fd" | wc -l; }
