@@ -222,6 +222,10 @@ pub(crate) enum SortOrder {
     Desc,
 }
 
+/// The years a time from a client may fall in: what both backends can store and compare (PostgreSQL's
+/// timestamps end in 294276 AD, chrono's dates in 262142; no file is that old or that new).
+pub(crate) const STORABLE_YEARS: std::ops::RangeInclusive<i32> = 1..=9999;
+
 /// The position after the last row of a page: the sort value and the id that breaks ties.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Cursor {
@@ -262,7 +266,7 @@ impl Cursor {
         // Only values a page could have ended on: a time both backends can store, a size, a stored name.
         let plausible = match (cursor.sort, &cursor.value) {
             (SortKey::UploadTime, CursorValue::Int(us)) => {
-                DateTime::from_timestamp_micros(*us).is_some_and(|t| (1..=9999).contains(&t.year()))
+                DateTime::from_timestamp_micros(*us).is_some_and(|t| STORABLE_YEARS.contains(&t.year()))
             }
             (SortKey::Size, CursorValue::Int(size)) => *size >= 0,
             (SortKey::Name, CursorValue::Text(name)) => names::sanitize_file_name(name).as_deref() == Some(name),

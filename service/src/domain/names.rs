@@ -16,7 +16,8 @@ const MAX_TAG_CHARS: usize = 64;
 pub(crate) fn sanitize_file_name(raw: &str) -> Option<String> {
     let last = raw.rsplit(['/', '\\']).next().unwrap_or_default();
     let cleaned: String = last.chars().filter(|&c| !is_invisible(c)).collect();
-    let trimmed = cleaned.trim_matches(|c: char| c == '.' || c.is_whitespace());
+    let at_edge = |c: char| c == '.' || c.is_whitespace();
+    let trimmed = cleaned.trim_matches(at_edge);
     if trimmed.is_empty() {
         return None;
     }
@@ -25,7 +26,7 @@ pub(crate) fn sanitize_file_name(raw: &str) -> Option<String> {
         end -= 1;
     }
     // Cutting may have made a dot or a space the last character again (found by fuzzing).
-    let cut = trimmed[..end].trim_end_matches(|c: char| c == '.' || c.is_whitespace());
+    let cut = trimmed[..end].trim_end_matches(at_edge);
     Some(cut.to_owned())
 }
 

@@ -75,7 +75,7 @@ async fn list_audit(
 #[into_params(parameter_in = Query)]
 pub(crate) struct StatsParams {
     /// A UTC day, `YYYY-MM-DD`; today when absent.
-    #[serde(default, deserialize_with = "super::query_date")]
+    #[serde(default, deserialize_with = "super::query_time")]
     date: Option<NaiveDate>,
 }
 

@@ -20,9 +20,10 @@ use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use chrono::{DateTime, Datelike as _, NaiveDate, Utc};
+use chrono::Datelike;
 use http::{HeaderValue, header};
 use metrics::Label;
+use serde::Deserialize as _;
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
@@ -121,27 +122,16 @@ pub(crate) fn tag_filter(tag: Option<&str>) -> Result<Option<String>, ApiError> 
     Ok(normalized.and_then(|t| t.into_iter().next()))
 }
 
-/// The years a query may name: what both backends can store and compare (PostgreSQL's timestamps end in
-/// 294276 AD, chrono's dates in 262142; no file is that old or that new).
-const QUERY_YEARS: std::ops::RangeInclusive<i32> = 1..=9999;
-
-/// `deserialize_with` for an optional RFC 3339 time in a query: out of [`QUERY_YEARS`] is a 400, not a 500.
-pub(crate) fn query_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
-    let time = <Option<DateTime<Utc>> as serde::Deserialize>::deserialize(d)?;
-    match time {
-        Some(t) if !QUERY_YEARS.contains(&t.year()) => {
-            Err(serde::de::Error::custom("times must fall in the years 1 to 9999"))
-        }
-        t => Ok(t),
-    }
-}
-
-/// `deserialize_with` for an optional `YYYY-MM-DD` in a query, within [`QUERY_YEARS`].
-pub(crate) fn query_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<NaiveDate>, D::Error> {
-    let date = <Option<NaiveDate> as serde::Deserialize>::deserialize(d)?;
-    match date {
-        Some(t) if !QUERY_YEARS.contains(&t.year()) => {
-            Err(serde::de::Error::custom("dates must fall in the years 1 to 9999"))
+/// `deserialize_with` for an optional time or date in a query (RFC 3339, `YYYY-MM-DD`): outside
+/// [`STORABLE_YEARS`](crate::domain::STORABLE_YEARS) is a 400, not a 500 from the database.
+pub(crate) fn query_time<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de> + Datelike,
+{
+    match Option::<T>::deserialize(d)? {
+        Some(t) if !crate::domain::STORABLE_YEARS.contains(&t.year()) => {
+            Err(serde::de::Error::custom("times and dates must fall in the years 1 to 9999"))
         }
         t => Ok(t),
     }
