@@ -353,25 +353,19 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
-        if self.upload.max_bytes == 0 {
-            return bad("upload.max_bytes", "must be greater than 0");
-        }
         for (key, value) in [
+            ("upload.max_bytes", self.upload.max_bytes),
             ("server.max_connections", self.server.max_connections as u64),
             ("server.header_read_timeout_secs", self.server.header_read_timeout_secs),
             ("server.body_idle_timeout_secs", self.server.body_idle_timeout_secs),
             ("server.max_json_bytes", self.server.max_json_bytes as u64),
             ("server.max_in_flight", self.server.max_in_flight as u64),
+            ("database.pool_size", u64::from(self.database.pool_size)),
+            ("cache.timeout_ms", self.cache.timeout_ms),
         ] {
             if value == 0 {
                 return bad(key, "must be greater than 0");
             }
-        }
-        if self.database.pool_size == 0 {
-            return bad("database.pool_size", "must be greater than 0");
-        }
-        if self.cache.timeout_ms == 0 {
-            return bad("cache.timeout_ms", "must be greater than 0");
         }
         if self.storage.data_dir.as_os_str().is_empty() {
             return bad("storage.data_dir", "must not be empty");

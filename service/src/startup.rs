@@ -37,11 +37,7 @@ pub struct CreatedUser {
 }
 
 async fn open_context(config: Config) -> anyhow::Result<AppContext> {
-    tokio::fs::create_dir_all(&config.storage.data_dir)
-        .await
-        .with_context(|| format!("creating data directory {}", config.storage.data_dir.display()))?;
-    let db =
-        db::connect(&config.database_url(), &config.pool_settings()).await.context("opening the metadata database")?;
+    let db = connect_database(&config).await?;
     let blobs = LocalStore::open(config.blob_dir()).await.context("opening the blob directory")?;
     let metrics = Metrics::new();
     metrics.spawn_upkeep();
@@ -174,15 +170,19 @@ async fn create_user(db: &dyn MetaStore, name: &str, role: &str) -> anyhow::Resu
     Ok(CreatedUser { id: user.id, name: user.name, key: key.secret })
 }
 
-/// Opens the configured database and nothing else: what an administrative command beside a running service
-/// needs, with no blob sweep, no workers and no pollers of its own.
-async fn open_database(config: &Config) -> anyhow::Result<Arc<dyn MetaStore>> {
-    // The embedded database lives in the data directory, which a first command may find missing.
+/// The configured database, connecting in the background for PostgreSQL. The embedded database lives in the
+/// data directory, which a first start or a first command may find missing.
+async fn connect_database(config: &Config) -> anyhow::Result<Arc<dyn MetaStore>> {
     tokio::fs::create_dir_all(&config.storage.data_dir)
         .await
         .with_context(|| format!("creating data directory {}", config.storage.data_dir.display()))?;
-    let db =
-        db::connect(&config.database_url(), &config.pool_settings()).await.context("opening the metadata database")?;
+    db::connect(&config.database_url(), &config.pool_settings()).await.context("opening the metadata database")
+}
+
+/// Opens the configured database and nothing else, once it answers: what an administrative command beside a
+/// running service needs, with no blob sweep, no workers and no pollers of its own.
+async fn open_database(config: &Config) -> anyhow::Result<Arc<dyn MetaStore>> {
+    let db = connect_database(config).await?;
     wait_for_database(db.as_ref()).await?;
     Ok(db)
 }

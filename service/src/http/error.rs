@@ -104,7 +104,7 @@ impl ApiError {
             ApiError::RateLimited(_) => "rate-limited",
             ApiError::TooManyRefusals(_) => "too-many-refusals",
             ApiError::Unavailable(_) => "database-unavailable",
-            ApiError::Overloaded => "overloaded",
+            ApiError::Overloaded => OVERLOADED,
             ApiError::BodyTooLarge(_) => "body-too-large",
             ApiError::BodyTimeout => "body-timeout",
             ApiError::Internal(_) => "internal-error",
@@ -138,6 +138,9 @@ impl From<BlobError> for ApiError {
     }
 }
 
+/// The code of a request shed past `server.max_in_flight`.
+const OVERLOADED: &str = "overloaded";
+
 /// What `shape_errors` needs from an error response.
 #[derive(Clone)]
 struct ErrorReport {
@@ -149,21 +152,22 @@ struct ErrorReport {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut res = self.status().into_response();
-        if let ApiError::Unauthorized(_) = self {
-            res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
+        let headers = res.headers_mut();
         match self {
+            ApiError::Unauthorized(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
             ApiError::Overloaded => {
-                res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::TooManyRefusals(secs) => {
-                res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            ApiError::RangeNotSatisfiable(len) => {
+                let value = HeaderValue::try_from(format!("bytes */{len}")).expect("digits are a valid header value");
+                headers.insert(header::CONTENT_RANGE, value);
             }
             _ => {}
-        }
-        if let ApiError::RangeNotSatisfiable(len) = self {
-            let value = HeaderValue::try_from(format!("bytes */{len}")).expect("digits are a valid header value");
-            res.headers_mut().insert(header::CONTENT_RANGE, value);
         }
         let internal = match &self {
             ApiError::Internal(detail) => Some(detail.clone()),
@@ -202,7 +206,7 @@ pub(crate) async fn shape_errors(request: Request, next: Next) -> Response {
     };
     // Shed load is the service doing its job, thousands of times a second past capacity: counted in
     // `http_requests_shed_total`, not logged one by one.
-    if status.is_server_error() && report.code != "overloaded" {
+    if status.is_server_error() && report.code != OVERLOADED {
         tracing::error!(code = report.code, detail = report.internal.as_deref().unwrap_or(""), "request failed");
     }
     let body = json!({"error": {"code": report.code, "message": report.message, "request_id": request_id}});
