@@ -135,7 +135,7 @@ const PRUNE_BATCH: u32 = 10_000;
 
 /// Deletes audit rows older than `retention`; returns how many went.
 pub(crate) async fn prune_audit(db: &dyn MetaStore, retention: Duration) -> Result<u64, DbError> {
-    let before = Utc::now() - chrono::TimeDelta::from_std(retention).unwrap_or(chrono::TimeDelta::MAX);
+    let Some(before) = retention_cutoff(retention) else { return Ok(0) };
     let mut pruned = 0;
     loop {
         let n = db.prune_audit(before, PRUNE_BATCH).await?;
@@ -144,6 +144,11 @@ pub(crate) async fn prune_audit(db: &dyn MetaStore, retention: Duration) -> Resu
             return Ok(pruned);
         }
     }
+}
+
+/// Rows older than this go; `None` when the retention reaches back before the calendar's start (keep all).
+fn retention_cutoff(retention: Duration) -> Option<chrono::DateTime<Utc>> {
+    chrono::TimeDelta::from_std(retention).ok().and_then(|keep| Utc::now().checked_sub_signed(keep))
 }
 
 /// How long after startup the first round runs: long enough for a PostgreSQL store to connect and migrate.
@@ -155,7 +160,7 @@ pub(crate) fn spawn(service: Weak<AppContext>) {
     let Some(ctx) = service.upgrade() else { return };
     let every = Duration::from_secs(ctx.config.blob.sweep_interval_secs);
     let grace = Duration::from_secs(ctx.config.blob.sweep_grace_secs);
-    let retention = Duration::from_secs(ctx.config.audit.retention_days * 86_400);
+    let retention = Duration::from_secs(ctx.config.audit.retention_days.saturating_mul(86_400));
     let orphans = ctx.metrics.counter("blob_sweep_orphans_removed_total", Vec::new());
     let orphan_bytes = ctx.metrics.counter("blob_sweep_bytes_removed_total", Vec::new());
     let temps = ctx.metrics.counter("blob_sweep_temp_files_removed_total", Vec::new());
@@ -202,4 +207,18 @@ pub(crate) fn spawn(service: Weak<AppContext>) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retention_longer_than_the_calendar_keeps_everything_instead_of_overflowing() {
+        let day = Duration::from_secs(86_400);
+        let cutoff = retention_cutoff(day * 90).unwrap();
+        assert!((Utc::now() - cutoff - chrono::TimeDelta::days(90)).num_seconds().abs() <= 1);
+        assert_eq!(retention_cutoff(Duration::from_secs(u64::MAX.saturating_mul(86_400))), None);
+        assert_eq!(retention_cutoff(day * 200_000_000), None);
+    }
 }
