@@ -60,6 +60,21 @@ async fn oversized_json_bodies_are_413_before_they_are_read(b: Backend) {
         assert_eq!(res.headers()["connection"], "close", "the rest of the body is not read");
         assert_eq!(error_code(res).await, "body-too-large");
     }
+    // At the limit a body is read; one byte past it is not.
+    let limit = app.config.server.max_json_bytes;
+    let sized = |len: usize| format!("{{\"name\":\"{}\"}}", "n".repeat(len - "{\"name\":\"\"}".len()));
+    for (len, status) in [(limit, 200), (limit + 1, 413)] {
+        let res = app
+            .client
+            .patch(app.url(&format!("/api/v1/files/{id}")))
+            .bearer_auth(&app.admin_key)
+            .header("content-type", "application/json")
+            .body(sized(len))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), status, "a JSON body of {len} bytes");
+    }
     // Deep nesting is a parse error, not a stack overflow or a 500.
     let deep = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
     let res = app
@@ -99,6 +114,20 @@ async fn multipart_fields_and_part_headers_are_bounded_while_they_stream(b: Back
     let res = post_multipart(&app, boundary, streamed(vec![head.into(), mib(), mib(), mib()], false)).await;
     assert_eq!(res.status(), 413);
     assert_eq!(error_code(res).await, "body-too-large");
+
+    // A text field of exactly 4 KiB is read (a name, cut to 255 bytes when stored); one byte more is refused.
+    for (len, status) in [(4096, 201), (4097, 413)] {
+        let mut body = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\n").into_bytes();
+        body.extend(vec![b'n'; len]);
+        body.extend(format!("\r\n{}x\r\n--{boundary}--\r\n", multipart_head(boundary)).into_bytes());
+        let res = post_multipart(&app, boundary, reqwest::Body::from(body)).await;
+        assert_eq!(res.status(), status, "a text field of {len} bytes");
+        if status == 201 {
+            let meta: Value = res.json().await.unwrap();
+            let purge = app.post(&app.admin_key, &format!("/api/v1/files/{}/purge", meta["id"].as_str().unwrap()));
+            assert_eq!(purge.send().await.unwrap().status(), 204);
+        }
+    }
 
     // A part header that never ends: megabytes of header line with no blank line after it.
     let head = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; x=\"");
@@ -170,7 +199,12 @@ async fn raw(app: &TestApp, request: &[u8]) -> String {
 async fn huge_or_numerous_headers_and_long_queries_are_refused(b: Backend) {
     let app = spawn_app(&b).await;
     let before = holdings(&app).await;
-    let big = format!("GET /health/live HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(100 * 1024));
+    let head_of = |header: usize| {
+        format!("GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Big: {}\r\n\r\n", "a".repeat(header))
+    };
+    // A head just under the 32 KiB bound is read; one of 100 KiB is not.
+    assert!(raw(&app, head_of(31 * 1024).as_bytes()).await.starts_with("HTTP/1.1 200"), "a 31 KiB header");
+    let big = head_of(100 * 1024);
     let answer = raw(&app, big.as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 431"), "a 100 KiB header: {answer:?}");
     let many: String = (0..200).map(|i| format!("X-H{i}: v\r\n")).collect();
