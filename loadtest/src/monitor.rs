@@ -20,6 +20,8 @@ pub struct MetricsSnapshot {
     pub latency: BTreeMap<String, Vec<(f64, f64)>>,
     pub cpu_seconds: Option<f64>,
     pub rss_bytes: Option<f64>,
+    /// When the process started (seconds since the epoch): another value in a later scrape is a restart.
+    pub start_time: Option<f64>,
 }
 
 impl MetricsSnapshot {
@@ -42,6 +44,7 @@ impl MetricsSnapshot {
                 }
                 "process_cpu_seconds_total" => snap.cpu_seconds = Some(sample.value),
                 "process_resident_memory_bytes" => snap.rss_bytes = Some(sample.value),
+                "process_start_time_seconds" => snap.start_time = Some(sample.value),
                 "http_request_duration_seconds_bucket" => {
                     let Ok(le) = label("le").parse::<f64>() else { continue };
                     let endpoint = format!("{} {}", label("method"), label("endpoint"));
@@ -117,23 +120,54 @@ fn parse_sample(line: &str) -> Option<ParsedSample<'_>> {
     Some(ParsedSample { name, labels, value })
 }
 
-/// Cache lookups between two scrapes.
+/// Cache lookups between two scrapes (see [`counters_went_back`] for scrapes that cannot be compared).
 pub fn cache_between(start: &MetricsSnapshot, end: &MetricsSnapshot) -> CacheFigures {
     let delta = |a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>, k: &str| {
         (b.get(k).copied().unwrap_or(0.0) - a.get(k).copied().unwrap_or(0.0)).max(0.0) as u64
     };
-    let mut figures = CacheFigures::default();
     let families: std::collections::BTreeSet<&String> = end.cache_hits.keys().chain(end.cache_misses.keys()).collect();
-    let (mut hits, mut misses) = (0, 0);
-    for family in families {
-        let h = delta(&start.cache_hits, &end.cache_hits, family);
-        let m = delta(&start.cache_misses, &end.cache_misses, family);
-        hits += h;
-        misses += m;
-        figures.families.insert(family.clone(), CacheFamily::new(h, m));
+    CacheFigures::from_families(
+        families
+            .into_iter()
+            .map(|family| {
+                let h = delta(&start.cache_hits, &end.cache_hits, family);
+                let m = delta(&start.cache_misses, &end.cache_misses, family);
+                (family.clone(), CacheFamily::new(h, m))
+            })
+            .collect(),
+    )
+}
+
+/// Why two scrapes of one process cannot be subtracted: it restarted between them, or a counter went back
+/// (a counter only grows while its process lives). Each reason makes the run invalid.
+pub fn counters_went_back(start: &MetricsSnapshot, end: &MetricsSnapshot) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if let (Some(a), Some(b)) = (start.start_time, end.start_time)
+        && a != b
+    {
+        reasons.push(format!("the service restarted during the steady state (started at {a}, then at {b})"));
     }
-    figures.total = CacheFamily::new(hits, misses);
-    figures
+    let mut back = |what: String, a: f64, b: f64| {
+        if b < a {
+            reasons.push(format!("{what} went back from {a} to {b} between the scrapes (a restart?)"));
+        }
+    };
+    for (name, a, b) in
+        [("cache hits", &start.cache_hits, &end.cache_hits), ("cache misses", &start.cache_misses, &end.cache_misses)]
+    {
+        for (family, &was) in a {
+            back(format!("{name} of {family}"), was, b.get(family).copied().unwrap_or(0.0));
+        }
+    }
+    if let (Some(a), Some(b)) = (start.cpu_seconds, end.cpu_seconds) {
+        back("process_cpu_seconds_total".into(), a, b);
+    }
+    for (endpoint, buckets) in &start.latency {
+        let was = buckets.last().map_or(0.0, |(_, c)| *c);
+        let now = end.latency.get(endpoint).and_then(|b| b.last()).map_or(0.0, |(_, c)| *c);
+        back(format!("requests of {endpoint}"), was, now);
+    }
+    reasons
 }
 
 /// The service's latency per endpoint between two scrapes: percentiles as bucket upper bounds.
@@ -187,9 +221,12 @@ pub struct MonitorReport {
     pub source: &'static str,
     pub flamegraph: Option<PathBuf>,
     pub flamegraph_note: Option<String>,
-    /// Seconds into the steady state when the CPU profile's capture began and ended, if one was asked for.
+    /// Seconds into the steady state when the CPU profile's capture began and when its rendering was done (or
+    /// the steady state ended), if one was asked for.
     pub profile_window: Option<(u32, u32)>,
     pub problems: Vec<String>,
+    /// Why the figures cannot be trusted (see [`fwb_reports::Summary::invalid`]).
+    pub invalid: Vec<String>,
 }
 
 pub struct Monitor {
@@ -230,7 +267,8 @@ impl Monitor {
             let path = self.out_dir.join("flamegraph.svg");
             tokio::spawn(async move {
                 tokio::time::sleep_until(at.into()).await;
-                profile_to(&api, &key, profile_secs, &path).await.map(|()| path)
+                let result = profile_to(&api, &key, profile_secs, &path).await.map(|()| path);
+                (result, Instant::now())
             })
         });
 
@@ -262,6 +300,7 @@ impl Monitor {
             "none"
         };
         let mut last_metrics = report.start.clone().map(|s| (Instant::now(), s));
+        let mut lost = 0u32;
         let mut tick =
             tokio::time::interval_at((clock.steady_start + Duration::from_secs(1)).into(), Duration::from_secs(1));
         loop {
@@ -283,35 +322,61 @@ impl Monitor {
                 sample.own_rss_bytes = Some(p.memory());
             }
             match pid {
-                Some(pid) => {
-                    if let Some(p) = system.process(pid) {
+                Some(pid) => match system.process(pid) {
+                    Some(p) => {
                         sample.server_cpu_cores = Some(f64::from(p.cpu_usage()) / 100.0);
                         sample.server_rss_bytes = Some(p.memory());
                     }
-                }
-                None if report.source == "metrics" => {
-                    if let Ok(snap) = self.scrape().await {
+                    None => lost += 1,
+                },
+                None if report.source == "metrics" => match self.scrape().await {
+                    Ok(snap) => {
                         let at = Instant::now();
                         if let (Some((then, before)), Some(cpu)) = (&last_metrics, snap.cpu_seconds) {
                             let spent = cpu - before.cpu_seconds.unwrap_or(cpu);
-                            sample.server_cpu_cores = Some(spent / at.duration_since(*then).as_secs_f64());
+                            if spent < 0.0 || before.start_time != snap.start_time {
+                                report.invalid.push(format!(
+                                    "the service's CPU counter went back {:.1} s into the steady state (a restart?)",
+                                    at.duration_since(clock.steady_start).as_secs_f64()
+                                ));
+                            }
+                            sample.server_cpu_cores = Some(spent.max(0.0) / at.duration_since(*then).as_secs_f64());
                         }
                         sample.server_rss_bytes = snap.rss_bytes.map(|b| b as u64);
                         last_metrics = Some((at, snap));
                     }
-                }
+                    Err(_) => lost += 1,
+                },
                 None => {}
             }
             report.samples.push(sample);
+        }
+        if lost > 0 {
+            report.invalid.push(format!(
+                "{lost} of {} samples of the service's CPU and memory failed ({} gone or not answering)",
+                report.samples.len(),
+                if pid.is_some() { "its process" } else { "its /metrics" }
+            ));
         }
         match self.scrape().await {
             Ok(s) => report.end = Some(s),
             Err(e) => report.problems.push(format!("/metrics at the end of the steady state: {e}")),
         }
+        if let (Some(a), Some(b)) = (&report.start, &report.end) {
+            report.invalid.extend(counters_went_back(a, b));
+        }
         match profile {
             Some(task) => match task.await {
-                Ok(Ok(path)) => report.flamegraph = Some(path),
-                Ok(Err(e)) => report.flamegraph_note = Some(format!("no CPU profile: {e}")),
+                Ok((result, done)) => {
+                    if let Some((from, _)) = report.profile_window {
+                        let done = done.min(clock.steady_end).saturating_duration_since(clock.steady_start);
+                        report.profile_window = Some((from, done.as_secs_f64().ceil() as u32));
+                    }
+                    match result {
+                        Ok(path) => report.flamegraph = Some(path),
+                        Err(e) => report.flamegraph_note = Some(format!("no CPU profile: {e}")),
+                    }
+                }
                 Err(e) => report.flamegraph_note = Some(format!("no CPU profile: {e}")),
             },
             None if !self.profile => report.flamegraph_note = Some("not asked for (--no-profile)".into()),
@@ -394,6 +459,20 @@ http_request_duration_seconds_count{method=\"GET\",endpoint=\"/api/v1/files/{id}
         let meta = latency["GET /api/v1/files/{id}"];
         assert_eq!(meta.count, 100);
         assert_eq!(meta.p50_ms, Some(10.0));
+    }
+
+    #[test]
+    fn a_counter_that_went_back_makes_the_run_invalid_instead_of_a_perfect_ratio() {
+        let start = MetricsSnapshot::parse(&format!("{BEFORE}process_start_time_seconds 1000\n")).unwrap();
+        // A restart between the scrapes: misses back to 0, hits to 3, so a clamped delta reads 100 % hits.
+        let restarted = BEFORE
+            .replace("cache_type=\"file_meta\"} 10", "cache_type=\"file_meta\"} 3")
+            .replace("cache_type=\"file_meta\"} 5", "cache_type=\"file_meta\"} 0");
+        let end = MetricsSnapshot::parse(&format!("{restarted}process_start_time_seconds 1090\n")).unwrap();
+        let reasons = counters_went_back(&start, &end);
+        assert!(reasons.iter().any(|r| r.contains("restarted")), "{reasons:?}");
+        assert!(reasons.iter().any(|r| r.contains("cache misses of file_meta went back")), "{reasons:?}");
+        assert!(counters_went_back(&start, &start).is_empty());
     }
 
     #[test]

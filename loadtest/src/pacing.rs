@@ -5,6 +5,11 @@
 //! does not thin out the load (as it would with a wait after each answer), the user catches up instead.
 //! Latency is recorded twice: from the due time, which counts the time a request waited behind a slow one
 //! (coordinated-omission corrected, what a client with its own pace sees), and from the send time.
+//!
+//! Every request due in the steady state is counted, sent or not: one still unanswered when the run ends, or
+//! never sent because its user was waiting on an earlier one, is a miss, with its latency from its due time to
+//! the end of the run. A user draws what it will send before it waits ([`Workload::plan`]), so a miss has a name
+//! and a class like any other request.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -13,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
-use fwb_reports::{Class, ErrorCount, Percentiles, RequestStats, Shedding, TimelinePoint};
+use fwb_reports::{Class, ErrorCount, Percentiles, RequestStats, Shedding, TimelinePoint, WINDOW_MIN_REQUESTS};
 use goose::prelude::*;
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::V2DeflateSerializer;
@@ -106,10 +111,23 @@ pub struct Performed {
     pub error: Option<String>,
 }
 
+/// What a user will send next, drawn before its due time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Planned {
+    pub name: &'static str,
+    pub class: Class,
+    /// The workload's own index of the request kind.
+    pub kind: usize,
+}
+
 /// What users do when their request is due: one HTTP request through the goose user, checked.
 #[async_trait]
 pub trait Workload: Send + Sync + 'static {
-    async fn perform(&self, user: &mut GooseUser, ctx: &mut UserCtx) -> Performed;
+    /// Draws the user's next request.
+    fn plan(&self, ctx: &mut UserCtx) -> Planned;
+
+    /// Sends `planned` (or the nearest thing, when it cannot be sent yet) and checks the answer.
+    async fn perform(&self, planned: Planned, user: &mut GooseUser, ctx: &mut UserCtx) -> Performed;
 }
 
 impl UserCtx {
@@ -132,7 +150,14 @@ pub async fn drive(
     recorder: Arc<Recorder>,
     goose_reports: &[&Path],
 ) -> anyhow::Result<GooseMetrics> {
-    let engine = Arc::new(Engine { shape: shape.clone(), clock, workload, recorder });
+    let engine = Arc::new(Engine {
+        shape: shape.clone(),
+        clock,
+        workload,
+        recorder,
+        owed: (0..shape.users).map(|_| Mutex::new(Owed::default())).collect(),
+    });
+    let counting = engine.clone();
     let transaction = Transaction::new(Arc::new(move |user: &mut GooseUser| {
         let engine = engine.clone();
         Box::pin(async move {
@@ -176,6 +201,7 @@ pub async fn drive(
         .register_scenario(scenario!("users").register_transaction(transaction))
         .execute()
         .await?;
+    counting.count_missed();
     Ok(metrics)
 }
 
@@ -184,6 +210,17 @@ struct Engine {
     clock: Clock,
     workload: Arc<dyn Workload>,
     recorder: Arc<Recorder>,
+    /// Per user: what it still owes, kept outside goose's session so that it survives the user being stopped.
+    owed: Vec<Mutex<Owed>>,
+}
+
+/// A user's requests not yet recorded.
+#[derive(Debug, Default)]
+struct Owed {
+    /// Sent (or about to be) and not answered yet.
+    in_flight: Option<(Planned, Instant)>,
+    /// The due time after that one.
+    next_due: Option<Instant>,
 }
 
 impl Engine {
@@ -212,10 +249,41 @@ impl Engine {
             return;
         }
         ctx.next_due = Some(due + self.interval_at(due));
-        tokio::time::sleep_until(due.into()).await;
-        let performed = self.workload.perform(user, &mut ctx).await;
+        let planned = self.workload.plan(&mut ctx);
+        if let Some(owed) = self.owed.get(ctx.index) {
+            *owed.lock().unwrap() = Owed { in_flight: Some((planned, due)), next_due: ctx.next_due };
+        }
+        if Instant::now() < due {
+            tokio::time::sleep_until(due.into()).await;
+            // Only a user that waited for its due time measures the load generator's own lateness; one that is
+            // behind was held up by the service.
+            self.recorder.record_wake_up(due, Instant::now());
+        }
+        let performed = self.workload.perform(planned, user, &mut ctx).await;
         self.recorder.record(&performed, due, Instant::now());
+        if let Some(owed) = self.owed.get(ctx.index) {
+            owed.lock().unwrap().in_flight = None;
+        }
         user.set_session_data(Slot(Some(ctx)));
+    }
+
+    /// After the users stopped: every request due in the steady state that was not answered is a miss.
+    fn count_missed(&self) {
+        let end = self.clock.end.max(Instant::now());
+        for (index, owed) in self.owed.iter().enumerate() {
+            let owed = std::mem::take(&mut *owed.lock().unwrap());
+            if let Some((planned, due)) = owed.in_flight {
+                self.recorder.record_missed(planned, due, end);
+            }
+            // The user's own draws are gone with its session; a generator seeded from it draws the rest.
+            let mut ctx = UserCtx::new(index);
+            let mut due = owed.next_due;
+            while let Some(d) = due.filter(|&d| d < self.clock.steady_end) {
+                let planned = self.workload.plan(&mut ctx);
+                self.recorder.record_missed(planned, d, end);
+                due = Some(d + self.interval_at(d));
+            }
+        }
     }
 }
 
@@ -224,6 +292,7 @@ struct Series {
     class: Class,
     count: u64,
     errors: u64,
+    missed: u64,
     corrected: Histogram<u64>,
     sent: Histogram<u64>,
     status: BTreeMap<String, u64>,
@@ -245,6 +314,7 @@ impl Series {
             class,
             count: 0,
             errors: 0,
+            missed: 0,
             corrected: histogram(),
             sent: histogram(),
             status: BTreeMap::new(),
@@ -273,6 +343,14 @@ impl Series {
         }
     }
 
+    /// A request due and never answered: counted, with its latency from the due time, and its outcome a miss.
+    fn add_missed(&mut self, corrected: Duration) {
+        self.count += 1;
+        self.missed += 1;
+        self.corrected.saturating_record(corrected.as_micros().max(1) as u64);
+        *self.status.entry("missed".to_owned()).or_default() += 1;
+    }
+
     fn stats(&self) -> RequestStats {
         let mut top: Vec<ErrorCount> =
             self.messages.iter().map(|(message, &count)| ErrorCount { message: message.clone(), count }).collect();
@@ -282,7 +360,8 @@ impl Series {
             class: self.class,
             count: self.count,
             errors: self.errors,
-            error_rate: ratio(self.errors, self.count),
+            missed: self.missed,
+            error_rate: ratio(self.errors + self.missed, self.count),
             corrected: percentiles(&self.corrected),
             sent: percentiles(&self.sent),
             corrected_curve: curve(&self.corrected),
@@ -294,6 +373,7 @@ impl Series {
                 admitted: percentiles(&self.admitted),
                 refused: percentiles(&self.refused),
             }),
+            p95_windows_ms: Vec::new(),
         }
     }
 }
@@ -331,8 +411,55 @@ fn curve(h: &Histogram<u64>) -> Vec<[f64; 2]> {
 struct Figures {
     by_name: BTreeMap<&'static str, Series>,
     by_class: BTreeMap<Class, Series>,
-    /// Per second of the steady state: requests and errors.
+    /// Per second of the steady state: requests and their failures (errors and misses).
     timeline: Vec<(u64, u64)>,
+    /// Per class, per second of the steady state (by due time): each request's corrected latency in µs.
+    by_second: BTreeMap<Class, Vec<Vec<u32>>>,
+    /// How long after its due time a waiting user woke up, in µs.
+    lateness: Option<Histogram<u64>>,
+}
+
+impl Figures {
+    fn add_to_second(&mut self, class: Class, second: usize, corrected: Duration, failed: bool) {
+        let seconds = self.timeline.len();
+        if let Some(slot) = self.timeline.get_mut(second) {
+            slot.0 += 1;
+            slot.1 += u64::from(failed);
+            let per_second = self.by_class_seconds(class, seconds);
+            per_second[second].push(corrected.as_micros().min(u128::from(u32::MAX)) as u32);
+        }
+    }
+
+    fn by_class_seconds(&mut self, class: Class, seconds: usize) -> &mut Vec<Vec<u32>> {
+        self.by_second.entry(class).or_insert_with(|| vec![Vec::new(); seconds])
+    }
+}
+
+/// The p95 of each window of consecutive seconds holding at least [`WINDOW_MIN_REQUESTS`] (the last, short
+/// window joins the one before it), in milliseconds.
+pub fn window_p95s(seconds: &[Vec<u32>]) -> Vec<f64> {
+    let mut windows: Vec<Vec<u32>> = Vec::new();
+    let mut current: Vec<u32> = Vec::new();
+    for second in seconds {
+        current.extend_from_slice(second);
+        if current.len() >= WINDOW_MIN_REQUESTS {
+            windows.push(std::mem::take(&mut current));
+        }
+    }
+    match windows.last_mut() {
+        Some(last) => last.extend(current),
+        None if !current.is_empty() => windows.push(current),
+        None => {}
+    }
+    windows
+        .into_iter()
+        .map(|mut w| {
+            w.sort_unstable();
+            // Nearest rank.
+            let rank = ((0.95 * w.len() as f64).ceil() as usize).clamp(1, w.len());
+            f64::from(w[rank - 1]) / 1000.0
+        })
+        .collect()
 }
 
 /// Everything measured, shared by all users.
@@ -373,14 +500,51 @@ impl Recorder {
         figures.by_name.entry(p.name).or_insert_with(|| Series::new(p.class)).add(p, corrected, sent);
         figures.by_class.entry(p.class).or_insert_with(|| Series::new(p.class)).add(p, corrected, sent);
         let second = due.duration_since(self.clock.steady_start).as_secs() as usize;
-        if let Some(slot) = figures.timeline.get_mut(second) {
-            slot.0 += 1;
-            slot.1 += u64::from(p.error.is_some());
+        figures.add_to_second(p.class, second, corrected, p.error.is_some());
+    }
+
+    /// A request due at `due` that had no answer when the run ended at `end`.
+    pub fn record_missed(&self, planned: Planned, due: Instant, end: Instant) {
+        if !self.clock.in_steady(due) {
+            return;
         }
+        let corrected = end.saturating_duration_since(due);
+        let mut figures = self.figures.lock().unwrap();
+        figures.by_name.entry(planned.name).or_insert_with(|| Series::new(planned.class)).add_missed(corrected);
+        figures.by_class.entry(planned.class).or_insert_with(|| Series::new(planned.class)).add_missed(corrected);
+        let second = due.duration_since(self.clock.steady_start).as_secs() as usize;
+        figures.add_to_second(planned.class, second, corrected, true);
+    }
+
+    /// A user that waited for `due` woke up at `woke`.
+    pub fn record_wake_up(&self, due: Instant, woke: Instant) {
+        if !self.clock.in_steady(due) {
+            return;
+        }
+        let late = woke.saturating_duration_since(due).as_micros().max(1) as u64;
+        let mut figures = self.figures.lock().unwrap();
+        figures
+            .lateness
+            .get_or_insert_with(|| Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds"))
+            .saturating_record(late);
+    }
+
+    /// How late waiting users woke up, over the steady state.
+    pub fn lateness(&self) -> Option<Percentiles> {
+        self.figures.lock().unwrap().lateness.as_ref().map(percentiles)
     }
 
     pub fn by_class(&self) -> BTreeMap<Class, RequestStats> {
-        self.figures.lock().unwrap().by_class.iter().map(|(c, s)| (*c, s.stats())).collect()
+        let figures = self.figures.lock().unwrap();
+        figures
+            .by_class
+            .iter()
+            .map(|(c, s)| {
+                let mut stats = s.stats();
+                stats.p95_windows_ms = figures.by_second.get(c).map(|s| window_p95s(s)).unwrap_or_default();
+                (*c, stats)
+            })
+            .collect()
     }
 
     pub fn by_name(&self) -> BTreeMap<String, RequestStats> {

@@ -1,5 +1,6 @@
 //! One run, end to end: seed, drive the users, watch the service, write the summary and the artifacts.
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,7 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use fwb_reports::{
-    Artifacts, MachineFigures, RateFigures, RunMeta, SCHEMA_VERSION, ServerFigures, Summary, TimelinePoint,
+    Artifacts, Class, MachineFigures, RateFigures, RequestStats, RunMeta, SCHEMA_VERSION, ServerFigures, Summary,
+    TimelinePoint,
 };
 use sysinfo::System;
 
@@ -133,10 +135,6 @@ fn summarize(
     let classes = recorder.by_class();
     let requests = recorder.by_name();
     let steady_s = scenario.steady_s as f64;
-    let count: u64 = classes.values().map(|s| s.count).sum();
-    let errors: u64 = classes.values().map(|s| s.errors).sum();
-    let target_rps = scenario.mean_steady_rate();
-    let achieved_rps = count as f64 / steady_s;
 
     let (cache, latency) = match (&watched.start, &watched.end) {
         (Some(a), Some(b)) => (monitor::cache_between(a, b), monitor::latency_between(a, b)),
@@ -160,6 +158,8 @@ fn summarize(
             point.server_rss_bytes = sample.server_rss_bytes;
         }
     }
+    let profile_window = watched.profile_window.map(|(from, to)| (f64::from(from), f64::from(to)));
+    let cpu_us_per_request = cpu_per_request(samples, &timeline, profile_window);
     let histograms = recorder.write_histograms(&options.out)?;
     let in_dir = |p: &Path| p.strip_prefix(&options.out).unwrap_or(p).display().to_string();
     let goose_reports = ["goose-report.html", "goose-report.json", "goose-report.md"]
@@ -186,14 +186,7 @@ fn summarize(
             users: scenario.users,
             steady_seconds: steady_s,
         },
-        rate: RateFigures {
-            target_rps,
-            achieved_rps,
-            achieved_fraction: achieved_rps / target_rps,
-            requests: count,
-            errors,
-            error_rate: if count == 0 { 0.0 } else { errors as f64 / count as f64 },
-        },
+        rate: rate_figures(&classes, steady_s, scenario.mean_steady_rate()),
         classes,
         requests,
         cache,
@@ -202,12 +195,13 @@ fn summarize(
             process: server_process,
             cpu_fraction_mean: server_process.cpu_cores_mean.map(|c| c / cores as f64),
             memory_fraction_max: server_process.rss_bytes_max.map(|b| b as f64 / memory.max(1) as f64),
+            cpu_us_per_request,
             rss_growth_mib_per_10min: fwb_reports::rss_growth(
                 &samples
                     .iter()
                     .filter_map(|s| Some((f64::from(s.t_s), s.server_rss_bytes? as f64)))
                     .collect::<Vec<_>>(),
-                watched.profile_window.map(|(from, to)| (f64::from(from), f64::from(to) + PROFILE_SETTLING_S)),
+                profile_window.map(|(from, to)| (from, to + PROFILE_SETTLING_S)),
             ),
             latency,
         },
@@ -228,7 +222,46 @@ fn summarize(
             flamegraph: watched.flamegraph.as_deref().map(in_dir),
             flamegraph_note: watched.flamegraph_note.clone(),
         },
+        pacing: recorder.lateness(),
+        invalid: watched.invalid.clone(),
     })
+}
+
+/// Requests due in the steady state and what became of them; the achieved rate counts successes only.
+fn rate_figures(classes: &BTreeMap<Class, RequestStats>, steady_s: f64, target_rps: f64) -> RateFigures {
+    let count: u64 = classes.values().map(|s| s.count).sum();
+    let errors: u64 = classes.values().map(|s| s.errors).sum();
+    let missed: u64 = classes.values().map(|s| s.missed).sum();
+    let achieved_rps = count.saturating_sub(errors + missed) as f64 / steady_s;
+    RateFigures {
+        target_rps,
+        achieved_rps,
+        achieved_fraction: achieved_rps / target_rps,
+        requests: count,
+        errors,
+        missed,
+        error_rate: if count == 0 { 0.0 } else { (errors + missed) as f64 / count as f64 },
+    }
+}
+
+/// The service's CPU time per request due, in µs, over the seconds of the steady state outside `excluded` (a
+/// CPU profile's capture and rendering, whose cost is the profiler's). A sample at `t` covers the second before.
+fn cpu_per_request(
+    samples: &[monitor::Sample1s],
+    timeline: &[TimelinePoint],
+    excluded: Option<(f64, f64)>,
+) -> Option<f64> {
+    let outside = |second: f64| excluded.is_none_or(|(from, to)| second + 1.0 <= from || second >= to);
+    let (mut cpu_s, mut requests) = (0.0, 0u64);
+    for sample in samples {
+        let (Some(second), Some(cores)) = (sample.t_s.checked_sub(1), sample.server_cpu_cores) else { continue };
+        let Some(point) = timeline.get(second as usize) else { continue };
+        if outside(f64::from(second)) {
+            cpu_s += cores;
+            requests += point.requests;
+        }
+    }
+    (requests > 0).then(|| cpu_s * 1e6 / requests as f64)
 }
 
 /// Cores and bytes of memory of this machine.
@@ -295,5 +328,53 @@ async fn progress(clock: Clock, recorder: Arc<Recorder>, target: f64) {
             let _ = writeln!(err, "{line}");
         }
         let _ = err.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_achieved_rate_counts_successes_only() {
+        let stats = |count, errors, missed| RequestStats {
+            class: Class::Api,
+            count,
+            errors,
+            missed,
+            error_rate: 0.0,
+            corrected: Default::default(),
+            sent: Default::default(),
+            corrected_curve: vec![],
+            sent_curve: vec![],
+            status: BTreeMap::new(),
+            top_errors: vec![],
+            shedding: None,
+            p95_windows_ms: vec![],
+        };
+        let classes = [(Class::Api, stats(900, 40, 30)), (Class::Download, stats(100, 10, 20))].into();
+        let rate = rate_figures(&classes, 10.0, 100.0);
+        assert_eq!((rate.requests, rate.errors, rate.missed), (1000, 50, 50));
+        assert_eq!(rate.achieved_rps, 90.0);
+        assert_eq!(rate.achieved_fraction, 0.9);
+        assert_eq!(rate.error_rate, 0.1);
+    }
+
+    #[test]
+    fn cpu_per_request_leaves_out_the_profilers_seconds() {
+        // 10 s at 100 requests a second; 0.1 cores each second, 1.1 cores while the profile is taken and rendered.
+        let timeline: Vec<TimelinePoint> = (0..10)
+            .map(|t| TimelinePoint { t_s: t, requests: 100, errors: 0, server_cpu_cores: None, server_rss_bytes: None })
+            .collect();
+        let samples: Vec<monitor::Sample1s> = (1..=10)
+            .map(|t| monitor::Sample1s {
+                t_s: t,
+                server_cpu_cores: Some(if (4..7).contains(&(t - 1)) { 1.1 } else { 0.1 }),
+                ..Default::default()
+            })
+            .collect();
+        let per_request = cpu_per_request(&samples, &timeline, Some((4.0, 7.0))).unwrap();
+        assert!((per_request - 1000.0).abs() < 1e-6, "{per_request}");
+        assert!(cpu_per_request(&samples, &timeline, None).unwrap() > 3000.0);
     }
 }

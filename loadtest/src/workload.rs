@@ -16,7 +16,7 @@ use rand_distr::Zipf;
 use reqwest::header::{self, HeaderMap};
 
 use crate::content::Content;
-use crate::pacing::{Performed, UserCtx, Workload};
+use crate::pacing::{Performed, Planned, UserCtx, Workload};
 use crate::scenario::{RequestKind, Scenario, SizeWeight};
 use crate::seed::{DataSet, FilePage, FileRow, SeedFile, pick_size};
 
@@ -375,9 +375,14 @@ impl FileService {
 
 #[async_trait]
 impl Workload for FileService {
-    async fn perform(&self, user: &mut GooseUser, ctx: &mut UserCtx) -> Performed {
-        let kind = self.kinds[self.weights.sample(&mut ctx.rng)];
-        self.perform_kind(kind, user, ctx).await
+    fn plan(&self, ctx: &mut UserCtx) -> Planned {
+        let index = self.weights.sample(&mut ctx.rng);
+        let kind = self.kinds[index];
+        Planned { name: kind.name(), class: self.class(kind), kind: index }
+    }
+
+    async fn perform(&self, planned: Planned, user: &mut GooseUser, ctx: &mut UserCtx) -> Performed {
+        self.perform_kind(self.kinds[planned.kind], user, ctx).await
     }
 }
 

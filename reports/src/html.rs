@@ -14,6 +14,10 @@ const PAD_BOTTOM: f64 = 34.0;
 const PAD_TOP: f64 = 12.0;
 const PAD_RIGHT: f64 = 12.0;
 
+/// Row labels of the cache table's two totals.
+const DATA_TOTAL: &str = "data families";
+const ALL_TOTAL: &str = "all, with permissions";
+
 /// One line of a chart.
 struct Line<'a> {
     label: String,
@@ -175,10 +179,15 @@ pub fn report(run: &Summary, verdict: &Verdict, baseline: Option<&Summary>) -> S
                 Change::Regressed => ("fail", "FAIL: regressed"),
                 Change::Improved => ("better", "improved"),
                 Change::Steady => ("pass", "steady"),
+                Change::Inconclusive => ("pass", "inconclusive: too few windows"),
             };
+            let bounds = d
+                .bounds
+                .map(|(low, high)| format!(", 95 % bounds {:+.1} % to {:+.1} %", low * 100.0, high * 100.0))
+                .unwrap_or_default();
             let _ = write!(
                 body,
-                "<tr class={class}><td>{}</td><td>{}</td><td>{}</td><td>{:+.1} % (tolerance {:.0} %)</td><td>{word}</td></tr>",
+                "<tr class={class}><td>{}</td><td>{}</td><td>{}</td><td>{:+.1} %{bounds} (tolerance {:.0} %)</td><td>{word}</td></tr>",
                 esc(&d.name),
                 value(Some(d.baseline), &d.unit),
                 value(Some(d.current), &d.unit),
@@ -260,8 +269,8 @@ pub fn report(run: &Summary, verdict: &Verdict, baseline: Option<&Summary>) -> S
     let t = &run.timeline;
     let mut rate_lines = vec![
         Line {
-            label: "completed requests/s".into(),
-            points: t.iter().map(|p| (f64::from(p.t_s), p.requests as f64)).collect(),
+            label: "succeeded requests/s".into(),
+            points: t.iter().map(|p| (f64::from(p.t_s), p.requests.saturating_sub(p.errors) as f64)).collect(),
             color: "#2ca02c",
             dashed: false,
         },
@@ -274,8 +283,8 @@ pub fn report(run: &Summary, verdict: &Verdict, baseline: Option<&Summary>) -> S
     ];
     if let Some(b) = baseline {
         rate_lines.push(Line {
-            label: "baseline requests/s".into(),
-            points: b.timeline.iter().map(|p| (f64::from(p.t_s), p.requests as f64)).collect(),
+            label: "baseline succeeded/s".into(),
+            points: b.timeline.iter().map(|p| (f64::from(p.t_s), p.requests.saturating_sub(p.errors) as f64)).collect(),
             color: "#999",
             dashed: true,
         });
@@ -302,11 +311,20 @@ pub fn report(run: &Summary, verdict: &Verdict, baseline: Option<&Summary>) -> S
 
     // Cache.
     body.push_str("<section><h2>Cache hit ratio</h2><table><tr><th>family</th><th>hits</th><th>misses</th><th>ratio</th><th></th></tr>");
-    let families = run.cache.families.iter().map(|(f, c)| (f.as_str(), c)).chain([("all", &run.cache.total)]);
+    let families = run
+        .cache
+        .families
+        .iter()
+        .map(|(f, c)| (f.as_str(), c))
+        .chain([(DATA_TOTAL, &run.cache.data), (ALL_TOTAL, &run.cache.total)]);
     for (family, c) in families {
         let ratio = c.ratio.unwrap_or(0.0);
         let base = baseline
-            .and_then(|b| if family == "all" { Some(&b.cache.total) } else { b.cache.families.get(family) })
+            .and_then(|b| match family {
+                DATA_TOTAL => Some(&b.cache.data),
+                ALL_TOTAL => Some(&b.cache.total),
+                _ => b.cache.families.get(family),
+            })
             .and_then(|b| b.ratio)
             .map(|r| format!("<span class=base> / {:.1} %</span>", r * 100.0))
             .unwrap_or_default();
@@ -320,7 +338,12 @@ pub fn report(run: &Summary, verdict: &Verdict, baseline: Option<&Summary>) -> S
             ratio * 200.0
         );
     }
-    body.push_str("</table></section>");
+    let _ = write!(
+        body,
+        "<p class=note>The cache-hit target judges the data families together ({}); the permission cache \
+         (<code>user_perm</code>) is shown apart.</p></section>",
+        crate::DATA_FAMILIES.join(", ")
+    );
 
     // Resources and the profile.
     let cores = |c: Option<f64>| c.map_or("–".to_owned(), |c| format!("{c:.2}"));
@@ -330,7 +353,8 @@ pub fn report(run: &Summary, verdict: &Verdict, baseline: Option<&Summary>) -> S
         "<section><h2>Resources</h2><table><tr><th></th><th>CPU mean</th><th>CPU max</th><th>RSS mean</th><th>RSS max</th></tr>\
          <tr><td>service ({})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\
          <tr><td>load generator</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>\
-         <p class=note>CPU in cores. Machine: {} cores, {:.1} GiB; busy {} on average.</p></section>",
+         <p class=note>CPU in cores. Service CPU per request: {}. Machine: {} cores, {:.1} GiB; busy {} on average. \
+         Load generator's wake-ups after their due time: {}.</p></section>",
         esc(&run.server.source),
         cores(run.server.process.cpu_cores_mean),
         cores(run.server.process.cpu_cores_max),
@@ -340,9 +364,11 @@ pub fn report(run: &Summary, verdict: &Verdict, baseline: Option<&Summary>) -> S
         cores(run.loadtest.cpu_cores_max),
         mib(run.loadtest.rss_bytes_mean),
         mib(run.loadtest.rss_bytes_max),
+        run.server.cpu_us_per_request.map_or("–".to_owned(), |us| format!("{us:.0} µs")),
         run.machine.cores,
         run.machine.memory_bytes as f64 / (1u64 << 30) as f64,
         run.machine.cpu_busy_mean.map_or("–".to_owned(), |b| format!("{:.0} %", b * 100.0)),
+        run.pacing.map_or("–".to_owned(), |p| format!("p50 {:.2} ms, p99 {:.2} ms", p.p50_ms, p.p99_ms)),
     );
     body.push_str("<section><h2>CPU profile of the service</h2>");
     match &run.artifacts.flamegraph {

@@ -56,12 +56,13 @@ pub fn markdown(s: &Summary, verdict: &Verdict) -> String {
     }
     let _ = writeln!(
         out,
-        "\nRate: {:.1} of {:.1} req/s ({:.1} %), {} requests, {} errors.\n",
+        "\nRate: {:.1} of {:.1} req/s succeeded ({:.1} %); {} requests due, {} failed, {} never sent.\n",
         s.rate.achieved_rps,
         s.rate.target_rps,
         s.rate.achieved_fraction * 100.0,
         s.rate.requests,
-        s.rate.errors
+        s.rate.errors,
+        s.rate.missed
     );
     let _ = writeln!(
         out,
@@ -114,6 +115,7 @@ pub(crate) fn value(v: Option<f64>, unit: &str) -> String {
     match (v, unit) {
         (None, _) => "–".into(),
         (Some(v), "%") => format!("{:.2} %", v * 100.0),
+        (Some(v), "count") => format!("{v:.0}"),
         (Some(v), u) => format!("{v:.2} {u}"),
     }
 }
@@ -142,9 +144,10 @@ pub fn side_by_side(a: &Summary, b: &Summary) -> String {
         };
         let _ = writeln!(out, "{label:<28} {:>22} {:>22} {change:>9}", show(x), show(y));
     };
-    row("achieved rate", Some(a.rate.achieved_rps), Some(b.rate.achieved_rps), "req/s");
+    row("succeeded rate", Some(a.rate.achieved_rps), Some(b.rate.achieved_rps), "req/s");
     row("error rate", Some(a.rate.error_rate), Some(b.rate.error_rate), "%");
-    row("cache hit ratio", a.cache.total.ratio, b.cache.total.ratio, "%");
+    row("cache hit ratio (data)", a.cache.data.ratio, b.cache.data.ratio, "%");
+    row("cache hit ratio (all)", a.cache.total.ratio, b.cache.total.ratio, "%");
     for class in Class::ALL {
         let (x, y) = (a.classes.get(&class), b.classes.get(&class));
         for (label, pick) in [("p50", 0), ("p95", 1), ("p99", 2)] {
@@ -159,6 +162,7 @@ pub fn side_by_side(a: &Summary, b: &Summary) -> String {
         }
     }
     row("service CPU mean", a.server.process.cpu_cores_mean, b.server.process.cpu_cores_mean, "cores");
+    row("service CPU per request", a.server.cpu_us_per_request, b.server.cpu_us_per_request, "µs");
     row(
         "service RSS max",
         a.server.process.rss_bytes_max.map(|v| v as f64 / 1048576.0),
