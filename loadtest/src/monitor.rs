@@ -220,6 +220,8 @@ pub struct MonitorReport {
     /// Where the server's CPU and memory came from.
     pub source: &'static str,
     pub flamegraph: Option<PathBuf>,
+    /// The folded stacks the flamegraph was drawn from.
+    pub folded: Option<PathBuf>,
     pub flamegraph_note: Option<String>,
     /// Seconds into the steady state when the CPU profile's capture began and when its rendering was done (or
     /// the steady state ended), if one was asked for.
@@ -264,10 +266,10 @@ impl Monitor {
             report.profile_window = Some((from, from + profile_secs as u32));
             let api = self.api.clone();
             let key = self.admin_key.clone();
-            let path = self.out_dir.join("flamegraph.svg");
+            let dir = self.out_dir.clone();
             tokio::spawn(async move {
                 tokio::time::sleep_until(at.into()).await;
-                let result = profile_to(&api, &key, profile_secs, &path).await.map(|()| path);
+                let result = profile_to(&api, &key, profile_secs, &dir).await;
                 (result, Instant::now())
             })
         });
@@ -373,7 +375,10 @@ impl Monitor {
                         report.profile_window = Some((from, done.as_secs_f64().ceil() as u32));
                     }
                     match result {
-                        Ok(path) => report.flamegraph = Some(path),
+                        Ok((svg, folded)) => {
+                            report.flamegraph = Some(svg);
+                            report.folded = Some(folded);
+                        }
                         Err(e) => report.flamegraph_note = Some(format!("no CPU profile: {e}")),
                     }
                 }
@@ -386,10 +391,12 @@ impl Monitor {
     }
 }
 
-async fn profile_to(api: &Api, key: &str, seconds: u64, path: &Path) -> anyhow::Result<()> {
+/// Takes the service's CPU profile as folded stacks into `dir/profile.folded` and draws `dir/flamegraph.svg` from
+/// them here, so the service spends nothing on the drawing; returns both paths.
+async fn profile_to(api: &Api, key: &str, seconds: u64, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     let response = api
         .client
-        .get(format!("{}/debug/pprof/profile?seconds={seconds}&format=svg", api.base))
+        .get(format!("{}/debug/pprof/profile?seconds={seconds}&format=folded", api.base))
         .bearer_auth(key)
         .timeout(Duration::from_secs(seconds + 30))
         .send()
@@ -397,8 +404,16 @@ async fn profile_to(api: &Api, key: &str, seconds: u64, path: &Path) -> anyhow::
     if !response.status().is_success() {
         anyhow::bail!("/debug/pprof/profile answered {}", response.status());
     }
-    tokio::fs::write(path, response.bytes().await?).await?;
-    Ok(())
+    let folded = response.text().await?;
+    let (svg_path, folded_path) = (dir.join("flamegraph.svg"), dir.join("profile.folded"));
+    tokio::fs::write(&folded_path, &folded).await?;
+    let svg = tokio::task::spawn_blocking(move || {
+        fwb_reports::flame::render(&folded, &format!("the service's CPU over {seconds} s of the steady state"))
+    })
+    .await?
+    .map_err(anyhow::Error::msg)?;
+    tokio::fs::write(&svg_path, svg).await?;
+    Ok((svg_path, folded_path))
 }
 
 /// Mean and max of some readings.

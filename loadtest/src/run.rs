@@ -220,6 +220,7 @@ fn summarize(
             goose_reports,
             histograms,
             flamegraph: watched.flamegraph.as_deref().map(in_dir),
+            folded: watched.folded.as_deref().map(in_dir),
             flamegraph_note: watched.flamegraph_note.clone(),
         },
         pacing: recorder.lateness(),

@@ -33,6 +33,9 @@ pub enum Format {
     Svg,
     /// A gzip'd `perftools.profiles.Profile` protobuf.
     Pprof,
+    /// Folded stacks (`thread;outer;…;inner COUNT` per line, sorted): what a flamegraph is drawn from, and what
+    /// two profiles are compared by (a differential flamegraph). Rendering is left to the caller, off this process.
+    Folded,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +87,7 @@ fn render(report: &pprof::Report, format: Format) -> Result<Vec<u8>, ProfileErro
             report.flamegraph(&mut svg)?;
             Ok(svg)
         }
+        Format::Folded => Ok(folded(report).into_bytes()),
         Format::Pprof => {
             let profile = report.pprof()?;
             let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -91,6 +95,24 @@ fn render(report: &pprof::Report, format: Format) -> Result<Vec<u8>, ProfileErro
             gz.finish().map_err(|e| ProfileError::Render(e.to_string()))
         }
     }
+}
+
+/// One line per distinct stack, root first, with its sample count; sorted, identical stacks of threads with the
+/// same name merged.
+fn folded(report: &pprof::Report) -> String {
+    use std::fmt::Write as _;
+    let mut stacks: std::collections::BTreeMap<String, isize> = std::collections::BTreeMap::new();
+    for (frames, count) in &report.data {
+        let mut line = frames.thread_name_or_id();
+        for symbol in frames.frames.iter().rev().flat_map(|frame| frame.iter().rev()) {
+            let _ = write!(line, ";{symbol}");
+        }
+        *stacks.entry(line).or_default() += count;
+    }
+    stacks.into_iter().fold(String::new(), |mut out, (stack, count)| {
+        let _ = writeln!(out, "{stack} {count}");
+        out
+    })
 }
 
 #[cfg(test)]
@@ -117,6 +139,17 @@ mod tests {
         let svg = String::from_utf8(svg.unwrap()).unwrap();
         assert!(svg.starts_with("<?xml") && svg.contains("<svg"), "{}", &svg[..svg.len().min(200)]);
         assert!(svg.contains("spin"), "the busy function shows up in the flamegraph");
+
+        let until = std::time::Instant::now() + Duration::from_millis(800);
+        let busy_again = std::thread::spawn(move || spin(until));
+        let folded =
+            String::from_utf8(capture(Duration::from_millis(500), 199, Format::Folded).await.unwrap()).unwrap();
+        busy_again.join().unwrap();
+        let lines: Vec<&str> = folded.lines().collect();
+        assert!(lines.iter().any(|l| l.contains("spin")), "{folded}");
+        let stacks: Vec<&str> = lines.iter().filter_map(|l| l.rsplit_once(' ').map(|(stack, _)| stack)).collect();
+        assert!(stacks.windows(2).all(|w| w[0] < w[1]), "sorted, each stack once");
+        assert!(lines.iter().all(|l| l.rsplit_once(' ').is_some_and(|(_, n)| n.parse::<u64>().is_ok())), "{folded}");
 
         let pb = capture(Duration::from_millis(300), 99, Format::Pprof).await.unwrap();
         assert_eq!(&pb[..2], &[0x1f, 0x8b], "gzip magic");

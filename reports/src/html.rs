@@ -134,7 +134,13 @@ fn chart(title: &str, x_label: &str, y_label: &str, lines: &[Line<'_>], x_nines:
 }
 
 /// The page for `run`, judged by `verdict`, beside `baseline` when given.
-pub fn report(run: &Summary, verdict: &Verdict, baseline: Option<&Summary>) -> String {
+/// `differential`: with a baseline, the differential flamegraph's path relative to the report, or why there is none.
+pub fn report(
+    run: &Summary,
+    verdict: &Verdict,
+    baseline: Option<&Summary>,
+    differential: Option<Result<&str, &str>>,
+) -> String {
     let mut body = String::new();
     let verdict_word = if verdict.passed { "PASS" } else { "FAIL" };
     let _ = write!(
@@ -383,6 +389,19 @@ pub fn report(run: &Summary, verdict: &Verdict, baseline: Option<&Summary>) -> S
             let _ =
                 write!(body, "<p class=note>{}</p>", esc(run.artifacts.flamegraph_note.as_deref().unwrap_or("none")));
         }
+    }
+    match differential {
+        Some(Ok(path)) => {
+            let _ = write!(
+                body,
+                r#"<h3>Against the baseline</h3><p class=note>This run's frames, red where they took a larger share of the samples than in the baseline, blue where a smaller one (both normalised to the same total). <a href="{0}">{0}</a></p><img class=flame src="{0}" alt="differential flamegraph">"#,
+                esc(path)
+            );
+        }
+        Some(Err(why)) => {
+            let _ = write!(body, "<p class=note>No differential flamegraph: {}</p>", esc(why));
+        }
+        None => {}
     }
     body.push_str("</section>");
 

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 
+pub mod flame;
 pub mod html;
 pub mod instructions;
 pub mod render;
@@ -359,6 +360,9 @@ pub struct Artifacts {
     /// HdrHistogram V2 logs, by `class/NAME` and `request/NAME`; each holds a `corrected` and a `sent` histogram.
     pub histograms: BTreeMap<String, String>,
     pub flamegraph: Option<String>,
+    /// The CPU profile's folded stacks, which the flamegraph is drawn from and a later run's is compared with.
+    #[serde(default)]
+    pub folded: Option<String>,
     /// Why there is no flamegraph, when there is none.
     pub flamegraph_note: Option<String>,
 }

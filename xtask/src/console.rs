@@ -1,7 +1,7 @@
 //! `cargo xtask console`: runs the service (release build, embedded default unless configured otherwise)
 //! with the tokio-console layer on, and says how to attach.
 
-use xshell::{Shell, cmd};
+use xshell::Shell;
 
 /// Run the service with tokio-console enabled.
 #[derive(clap::Args)]
@@ -17,7 +17,7 @@ impl Console {
         eprintln!("attach with:  tokio-console http://{addr}   (cargo install --locked tokio-console)");
         eprintln!("stop with Ctrl-C");
         let _env = sh.push_env("FWB__TELEMETRY__CONSOLE_ADDR", &addr);
-        cmd!(sh, "cargo run --release -p filewallball").run()?;
+        crate::cargo(sh, &["run", "--release", "-p", "filewallball"]).run()?;
         Ok(())
     }
 }

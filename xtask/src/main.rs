@@ -4,6 +4,7 @@
 mod compare;
 mod console;
 mod flamegraph;
+mod instructions;
 mod perf;
 mod report;
 
@@ -51,6 +52,18 @@ fn run() -> anyhow::Result<()> {
         Command::Compare(cmd) => cmd.run(),
         Command::Report(cmd) => cmd.run(),
     }
+}
+
+/// A cargo command without the variables `cargo run` set for us (`cargo xtask` runs through it): passed on, they
+/// differ from a shell's, and build scripts that rerun on them (ring's, on CARGO_MANIFEST_DIR) rebuild half the
+/// tree between a build from a shell and one from here.
+fn cargo<'a>(sh: &'a Shell, args: &[&str]) -> xshell::Cmd<'a> {
+    const SET_BY_CARGO_RUN: [&str; 5] =
+        ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_PRIMARY_"];
+    std::env::vars_os()
+        .map(|(name, _)| name.to_string_lossy().into_owned())
+        .filter(|name| SET_BY_CARGO_RUN.iter().any(|p| name.starts_with(p)))
+        .fold(xshell::cmd!(sh, "cargo {args...}"), |cmd, name| cmd.env_remove(name))
 }
 
 /// The workspace root (this crate's parent folder), whatever the caller's working directory.

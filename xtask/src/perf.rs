@@ -34,6 +34,19 @@ pub(crate) struct Perf {
     /// Use the release binaries as they are.
     #[arg(long)]
     no_build: bool,
+    /// Take no CPU profile (to measure what the profiler costs the run).
+    #[arg(long)]
+    no_profile: bool,
+    /// Instead of a load run: count the instructions of the hot request paths under callgrind and compare them
+    /// with `--baseline` (default `reports/baselines/instructions.json`).
+    #[arg(long)]
+    instructions: bool,
+    /// With `--instructions`: write the counts into the baseline file instead of comparing.
+    #[arg(long, requires = "instructions")]
+    write_baseline: bool,
+    /// With `--instructions`: rounds of counting; each path's median is compared.
+    #[arg(long, requires = "instructions", default_value_t = 3)]
+    rounds: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -171,13 +184,24 @@ fn target_dir() -> PathBuf {
 
 impl Perf {
     pub(crate) fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        if self.instructions {
+            let baseline = self.baseline.unwrap_or_else(|| PathBuf::from(crate::instructions::BASELINE));
+            let out = match self.out {
+                Some(dir) => {
+                    sh.create_dir(&dir)?;
+                    dir
+                }
+                None => crate::run_dir(sh, "instructions")?,
+            };
+            return crate::instructions::run(sh, &out, &baseline, self.write_baseline, self.rounds);
+        }
         let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
         let (backend, why) =
             choose_backend(self.backend, |k| std::env::var(k).ok().filter(|v| !v.is_empty()), docker_answers)?;
         eprintln!("perf: backend {} ({why})", backend.label());
         let scenario_name = scenario_name_of(&self.scenario)?;
         if !self.no_build {
-            cmd!(sh, "cargo build --release -p filewallball -p fwb-loadtest").run()?;
+            crate::cargo(sh, &["build", "--release", "-p", "filewallball", "-p", "fwb-loadtest"]).run()?;
         }
         let bin = target_dir().join("release");
         let out = match &self.out {
@@ -257,6 +281,7 @@ impl Perf {
             .args(["--target", &base, "--out"])
             .arg(&out)
             .args(["--service-pid", &pid.to_string(), "--backend", backend.label()])
+            .args(self.no_profile.then_some("--no-profile"))
             .env("FWB_ADMIN_KEY", &admin_key)
             .spawn()?;
         let status = loop {
@@ -278,21 +303,47 @@ impl Perf {
 
         let summary = Summary::read(&out.join("summary.json")).map_err(anyhow::Error::msg)?;
         let baseline = match &self.baseline {
-            Some(path) => Some(Summary::read(path).map_err(anyhow::Error::msg)?),
+            Some(path) => Some((Summary::read(path).map_err(anyhow::Error::msg)?, path.as_path())),
             None => None,
         };
-        write_verdict(&out, &summary, baseline.as_ref())
+        write_verdict(&out, &summary, baseline.as_ref().map(|(b, p)| (b, *p)))
     }
 }
 
-/// Judges `summary`, writes verdict.json, summary.md and report.html into `out`, and prints the verdict;
-/// an error (non-zero exit) when any check failed, naming each.
-pub(crate) fn write_verdict(out: &Path, summary: &Summary, baseline: Option<&Summary>) -> anyhow::Result<()> {
-    let verdict = verdict::judge(summary, baseline);
+/// Judges `summary` (against the baseline summary at the given path, if any), writes verdict.json, summary.md,
+/// report.html and, with a baseline, the differential flamegraph into `out`, and prints the verdict; an error
+/// (non-zero exit) when any check failed, naming each.
+pub(crate) fn write_verdict(out: &Path, summary: &Summary, baseline: Option<(&Summary, &Path)>) -> anyhow::Result<()> {
+    let verdict = verdict::judge(summary, baseline.map(|(b, _)| b));
     std::fs::write(out.join("verdict.json"), serde_json::to_string_pretty(&verdict)? + "\n")?;
     std::fs::write(out.join("summary.md"), fwb_reports::render::markdown(summary, &verdict))?;
-    std::fs::write(out.join("report.html"), fwb_reports::html::report(summary, &verdict, baseline))?;
+    let differential = baseline.map(|(base, path)| differential_flamegraph(out, summary, base, path));
+    if let Some(Err(why)) = &differential {
+        eprintln!("perf: no differential flamegraph: {why}");
+    }
+    let differential = differential.as_ref().map(|d| d.as_deref().map_err(String::as_str));
+    let html = fwb_reports::html::report(summary, &verdict, baseline.map(|(b, _)| b), differential);
+    std::fs::write(out.join("report.html"), html)?;
     report(out, &verdict)
+}
+
+/// Draws this run's CPU profile against the baseline's into `out/flamegraph-diff.svg`; its name, or why not.
+/// The baseline's folded stacks are `NAME.folded.gz` or `NAME.folded` beside a committed `NAME.json`, or the
+/// file its summary names (a run folder's `summary.json`).
+fn differential_flamegraph(out: &Path, run: &Summary, base: &Summary, base_path: &Path) -> Result<String, String> {
+    let now = run.artifacts.folded.as_ref().ok_or("this run has no folded stacks (no CPU profile)")?;
+    let beside = [base_path.with_extension("folded.gz"), base_path.with_extension("folded")];
+    let named = base.artifacts.folded.as_ref().map(|f| base_path.parent().unwrap_or(Path::new(".")).join(f));
+    let then = beside
+        .into_iter()
+        .chain(named)
+        .find(|p| p.exists())
+        .ok_or_else(|| format!("no folded stacks for the baseline {}", base_path.display()))?;
+    let before = fwb_reports::flame::read_folded(&then).map_err(|e| format!("{}: {e}", then.display()))?;
+    let after = fwb_reports::flame::read_folded(&out.join(now)).map_err(|e| format!("{now}: {e}"))?;
+    let svg = fwb_reports::flame::differential(&before, &after, "this run against the baseline")?;
+    std::fs::write(out.join("flamegraph-diff.svg"), svg).map_err(|e| e.to_string())?;
+    Ok("flamegraph-diff.svg".to_owned())
 }
 
 /// Prints the verdict; an error (non-zero exit) when any check failed, naming each.

@@ -17,9 +17,9 @@ impl Report {
     pub(crate) fn run(self) -> anyhow::Result<()> {
         let summary = fwb_reports::Summary::read(&self.run.join("summary.json")).map_err(anyhow::Error::msg)?;
         let baseline = match &self.baseline {
-            Some(path) => Some(fwb_reports::Summary::read(path).map_err(anyhow::Error::msg)?),
+            Some(path) => Some((fwb_reports::Summary::read(path).map_err(anyhow::Error::msg)?, path.as_path())),
             None => None,
         };
-        crate::perf::write_verdict(&self.run, &summary, baseline.as_ref())
+        crate::perf::write_verdict(&self.run, &summary, baseline.as_ref().map(|(b, p)| (b, *p)))
     }
 }

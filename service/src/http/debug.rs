@@ -27,7 +27,8 @@ pub(crate) struct ProfileParams {
     seconds: Option<u64>,
     /// Samples per second, 1 to 1000 (default 99; the kernel tick caps it near 250).
     frequency: Option<i32>,
-    /// `svg` (default) or `pb` (gzip'd pprof protobuf).
+    /// `svg` (default), `pb` (gzip'd pprof protobuf) or `folded` (folded stacks, text: to render or compare
+    /// elsewhere, which spares this process the flamegraph's work).
     format: Option<String>,
 }
 
@@ -52,7 +53,8 @@ async fn cpu_profile(
     let (format, content_type, file) = match p.format.as_deref().unwrap_or("svg") {
         "svg" => (Format::Svg, "image/svg+xml", "profile.svg"),
         "pb" => (Format::Pprof, "application/octet-stream", "profile.pb.gz"),
-        other => return Err(bad(format!("format must be svg or pb, not {other:?}"))),
+        "folded" => (Format::Folded, "text/plain; charset=utf-8", "profile.folded"),
+        other => return Err(bad(format!("format must be svg, pb or folded, not {other:?}"))),
     };
     let bytes = fwb_profiling::capture(Duration::from_secs(seconds), frequency, format).await.map_err(|e| match e {
         ProfileError::Busy => ApiError::Conflict("profile-in-progress", "a profile is already being captured".into()),

@@ -1,0 +1,173 @@
+//! `cargo xtask perf --instructions`: count the instructions of the hot request paths under callgrind (through
+//! gungraun, `service/benches/instructions.rs`) and compare them with `reports/baselines/instructions.json`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use fwb_reports::instructions::{self, Counts};
+use xshell::{Shell, cmd};
+
+/// The runner gungraun's benches hand their measurements to; its version must equal the library's.
+const RUNNER_VERSION: &str = "0.20.0";
+
+/// The committed baseline.
+pub(crate) const BASELINE: &str = "reports/baselines/instructions.json";
+
+/// Runs the benches `rounds` times, takes each path's median, writes `instructions.json` (and the table) into
+/// `out`, compares with `baseline`; with `write_baseline`, the counts replace the baseline instead (keeping its
+/// tolerance).
+///
+/// One round's count of a path moves by up to about 2 % from run to run (what the runtime and the caches do
+/// depends a little on timing even inside the request); the median of three moved by at most 1.4 % from the
+/// median of five (see the baselines README), well inside the 3 % tolerance.
+pub(crate) fn run(sh: &Shell, out: &Path, baseline: &Path, write_baseline: bool, rounds: usize) -> anyhow::Result<()> {
+    check_tools(sh)?;
+    anyhow::ensure!(rounds >= 1, "--rounds must be at least 1");
+    let started = std::time::Instant::now();
+    let mut per_round = Vec::new();
+    for round in 1..=rounds {
+        let home = out.join(format!("gungraun/round-{round}"));
+        crate::cargo(sh, &["bench", "-p", "filewallball", "--bench", "instructions", "--", "--save-summary=json"])
+            .env("GUNGRAUN_HOME", &home)
+            .run()
+            .context("counting instructions (cargo bench --bench instructions)")?;
+        per_round.push(read_counts(&home)?);
+    }
+    let counted = medians(&per_round);
+    eprintln!(
+        "perf: counted {} request paths, median of {rounds} rounds, in {:.0} s",
+        counted.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let rustc = cmd!(sh, "rustc --version").read()?;
+    let git_revision = cmd!(sh, "git rev-parse HEAD").read().ok();
+
+    if write_baseline {
+        let tolerance = Counts::read(baseline).map_or(DEFAULT_TOLERANCE, |b| b.tolerance);
+        let counts =
+            Counts { schema_version: instructions::SCHEMA_VERSION, tolerance, rustc, git_revision, counts: counted };
+        counts.write(baseline)?;
+        println!("{}", serde_json::to_string_pretty(&counts.counts)?);
+        println!("wrote {}", baseline.display());
+        return Ok(());
+    }
+
+    let base = Counts::read(baseline).map_err(anyhow::Error::msg)?;
+    let comparison = instructions::compare(&base, &counted, &rustc);
+    let current = Counts {
+        schema_version: instructions::SCHEMA_VERSION,
+        tolerance: base.tolerance,
+        rustc,
+        git_revision,
+        counts: counted,
+    };
+    current.write(&out.join("instructions.json"))?;
+    std::fs::write(out.join("instructions-verdict.json"), serde_json::to_string_pretty(&comparison)? + "\n")?;
+    let table = comparison.table();
+    std::fs::write(out.join("instructions.txt"), &table)?;
+    println!("\n{table}");
+    println!("run folder: {}", out.display());
+    if comparison.passed() {
+        return Ok(());
+    }
+    for line in comparison.failures() {
+        eprintln!("{line}");
+    }
+    Err(crate::perf::GateFailed.into())
+}
+
+/// For a first baseline: over twice the largest move of a median of three rounds measured here.
+const DEFAULT_TOLERANCE: f64 = 0.03;
+
+/// Each path's median over the rounds that counted it (the lower middle of an even count).
+fn medians(rounds: &[BTreeMap<String, u64>]) -> BTreeMap<String, u64> {
+    let mut all: BTreeMap<&String, Vec<u64>> = BTreeMap::new();
+    for round in rounds {
+        for (name, &count) in round {
+            all.entry(name).or_default().push(count);
+        }
+    }
+    all.into_iter()
+        .map(|(name, mut counts)| {
+            counts.sort_unstable();
+            (name.clone(), counts[(counts.len() - 1) / 2])
+        })
+        .collect()
+}
+
+/// valgrind and the runner at the library's version, or a message saying how to get them.
+fn check_tools(sh: &Shell) -> anyhow::Result<()> {
+    if cmd!(sh, "valgrind --version").quiet().ignore_stdout().ignore_stderr().run().is_err() {
+        bail!("--instructions needs valgrind (Debian: apt-get install valgrind)");
+    }
+    let version = cmd!(sh, "gungraun-runner --version").quiet().read().unwrap_or_default();
+    if !version.contains(RUNNER_VERSION) {
+        bail!(
+            "--instructions needs gungraun-runner {RUNNER_VERSION} (found: {}): \
+             cargo install --locked gungraun-runner --version {RUNNER_VERSION}",
+            if version.is_empty() { "none" } else { version.as_str() }
+        );
+    }
+    Ok(())
+}
+
+/// `Ir` of every bench under gungraun's output folder, by the bench's id (`metadata_get`, …).
+fn read_counts(home: &Path) -> anyhow::Result<BTreeMap<String, u64>> {
+    let mut counts = BTreeMap::new();
+    for path in summaries(home)? {
+        let text = std::fs::read_to_string(&path)?;
+        let summary: serde_json::Value = serde_json::from_str(&text).with_context(|| path.display().to_string())?;
+        let (id, ir) = bench_count(&summary).with_context(|| format!("{}: no bench id or Ir count", path.display()))?;
+        counts.insert(id, ir);
+    }
+    if counts.is_empty() {
+        bail!("gungraun wrote no summary under {}", home.display());
+    }
+    Ok(counts)
+}
+
+fn summaries(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| dir.display().to_string())? {
+        let path = entry?.path();
+        if path.is_dir() {
+            found.extend(summaries(&path)?);
+        } else if path.file_name().is_some_and(|n| n == "summary.json") {
+            found.push(path);
+        }
+    }
+    Ok(found)
+}
+
+/// The bench's id and its total `Ir` from one gungraun summary (schema v6).
+fn bench_count(summary: &serde_json::Value) -> Option<(String, u64)> {
+    let id = summary.get("id")?.as_str()?.to_owned();
+    let profile =
+        summary.get("profiles")?.as_array()?.iter().find(|p| p.get("tool").is_some_and(|t| t == "Callgrind"))?;
+    let ir = profile.pointer("/data/total/metrics/Ir/values/new")?.as_u64()?;
+    Some((id, ir))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_count_is_read_from_a_gungraun_summary() {
+        let summary = serde_json::json!({
+            "id": "metadata_get",
+            "profiles": [{
+                "tool": "Callgrind",
+                "data": { "total": { "metrics": { "Ir": { "values": { "new": 120123 } } } }, "parts": [] }
+            }]
+        });
+        assert_eq!(super::bench_count(&summary), Some(("metadata_get".to_owned(), 120_123)));
+        assert_eq!(super::bench_count(&serde_json::json!({ "id": "x", "profiles": [] })), None);
+    }
+
+    #[test]
+    fn each_path_takes_its_median_round() {
+        let round = |a: u64, b: u64| [("a".to_owned(), a), ("b".to_owned(), b)].into_iter().collect();
+        let medians = super::medians(&[round(10, 7), round(30, 5), round(20, 6)]);
+        assert_eq!(medians, round(20, 6));
+    }
+}
