@@ -316,10 +316,9 @@ fn compare(run: &Summary, base: &Summary) -> (Vec<Delta>, Option<String>) {
     }
     if let (Some(tolerance), Some(then), Some(now)) =
         (tol.cpu_per_request, base.server.cpu_us_per_request, run.server.cpu_us_per_request)
+        && then > 0.0
     {
-        if then > 0.0 {
-            deltas.push(delta("service CPU per request".into(), then, now, tolerance, "µs", true));
-        }
+        deltas.push(delta("service CPU per request".into(), then, now, tolerance, "µs", true));
     }
     (deltas, note)
 }
