@@ -140,11 +140,11 @@ mod tests {
         assert!(svg.starts_with("<?xml") && svg.contains("<svg"), "{}", &svg[..svg.len().min(200)]);
         assert!(svg.contains("spin"), "the busy function shows up in the flamegraph");
 
-        let until = std::time::Instant::now() + Duration::from_millis(800);
+        // Busy again through the folded and the protobuf captures: the first spinner may be done by now.
+        let until = std::time::Instant::now() + Duration::from_millis(2000);
         let busy_again = std::thread::spawn(move || spin(until));
         let folded =
             String::from_utf8(capture(Duration::from_millis(500), 199, Format::Folded).await.unwrap()).unwrap();
-        busy_again.join().unwrap();
         let lines: Vec<&str> = folded.lines().collect();
         assert!(lines.iter().any(|l| l.contains("spin")), "{folded}");
         let stacks: Vec<&str> = lines.iter().filter_map(|l| l.rsplit_once(' ').map(|(stack, _)| stack)).collect();
@@ -158,5 +158,6 @@ mod tests {
         let profile = pprof::protos::Profile::decode(raw.as_slice()).unwrap();
         assert!(!profile.sample.is_empty());
         busy.join().unwrap();
+        busy_again.join().unwrap();
     }
 }
