@@ -306,10 +306,14 @@ struct Series {
 /// The status a service answers with when it sheds load.
 const SHED: u16 = 503;
 
+/// Microseconds, from 1 µs to an hour, 3 significant digits.
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
 impl Series {
     fn new(class: Class) -> Self {
-        // Microseconds, from 1 µs to an hour, 3 significant digits.
-        let histogram = || Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
+        let histogram = latency_histogram;
         Series {
             class,
             count: 0,
@@ -425,13 +429,9 @@ impl Figures {
         if let Some(slot) = self.timeline.get_mut(second) {
             slot.0 += 1;
             slot.1 += u64::from(failed);
-            let per_second = self.by_class_seconds(class, seconds);
+            let per_second = self.by_second.entry(class).or_insert_with(|| vec![Vec::new(); seconds]);
             per_second[second].push(corrected.as_micros().min(u128::from(u32::MAX)) as u32);
         }
-    }
-
-    fn by_class_seconds(&mut self, class: Class, seconds: usize) -> &mut Vec<Vec<u32>> {
-        self.by_second.entry(class).or_insert_with(|| vec![Vec::new(); seconds])
     }
 }
 
@@ -523,10 +523,7 @@ impl Recorder {
         }
         let late = woke.saturating_duration_since(due).as_micros().max(1) as u64;
         let mut figures = self.figures.lock().unwrap();
-        figures
-            .lateness
-            .get_or_insert_with(|| Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds"))
-            .saturating_record(late);
+        figures.lateness.get_or_insert_with(latency_histogram).saturating_record(late);
     }
 
     /// How late waiting users woke up, over the steady state.

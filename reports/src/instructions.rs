@@ -11,6 +11,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::verdict::Change;
+
 /// The version of [`Counts`]' schema.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -139,8 +141,11 @@ pub fn compare(baseline: &Counts, current: &BTreeMap<String, u64>, rustc: &str) 
             let change = match (b, c, relative) {
                 (None, _, _) => CountChange::New,
                 (Some(_), None, _) => CountChange::Missing,
-                (_, _, Some(r)) if r > baseline.tolerance => CountChange::Regressed,
-                (_, _, Some(r)) if r < -baseline.tolerance => CountChange::Improved,
+                (_, _, Some(r)) => match crate::verdict::classify(r, r, baseline.tolerance) {
+                    Change::Regressed => CountChange::Regressed,
+                    Change::Improved => CountChange::Improved,
+                    Change::Steady | Change::Inconclusive => CountChange::Steady,
+                },
                 _ => CountChange::Steady,
             };
             CountDelta { name: name.clone(), baseline: b, current: c, relative, change }

@@ -18,6 +18,9 @@ pub const MIN_WINDOWS: usize = 8;
 /// `current`'s median over `baseline`'s, with one-sided bounds at [`CONFIDENCE`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RatioEstimate {
+    pub baseline_median: f64,
+    pub current_median: f64,
+    /// `current_median / baseline_median`.
     pub ratio: f64,
     /// The ratio is above this with [`CONFIDENCE`].
     pub low: f64,
@@ -34,7 +37,8 @@ pub fn median_ratio(baseline: &[f64], current: &[f64]) -> Option<RatioEstimate> 
     if base_median <= 0.0 || !base_median.is_finite() {
         return None;
     }
-    let ratio = median(current.to_vec()) / base_median;
+    let current_median = median(current.to_vec());
+    let ratio = current_median / base_median;
     let mut rng = SplitMix64(0x9e37_79b9_7f4a_7c15);
     let mut draws: Vec<f64> = (0..RESAMPLES)
         .map(|_| {
@@ -45,7 +49,13 @@ pub fn median_ratio(baseline: &[f64], current: &[f64]) -> Option<RatioEstimate> 
         .collect();
     draws.sort_by(f64::total_cmp);
     let at = |q: f64| draws[((q * (RESAMPLES - 1) as f64).round() as usize).min(RESAMPLES - 1)];
-    Some(RatioEstimate { ratio, low: at(1.0 - CONFIDENCE), high: at(CONFIDENCE) })
+    Some(RatioEstimate {
+        baseline_median: base_median,
+        current_median,
+        ratio,
+        low: at(1.0 - CONFIDENCE),
+        high: at(CONFIDENCE),
+    })
 }
 
 pub fn median(mut values: Vec<f64>) -> f64 {

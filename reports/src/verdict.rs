@@ -297,7 +297,7 @@ fn compare(run: &Summary, base: &Summary) -> (Vec<Delta>, Option<String>) {
         }
         let name = format!("{class} p95 latency (median of windows)");
         deltas.push(match stats::median_ratio(&then.p95_windows_ms, &now.p95_windows_ms) {
-            Some(estimate) => windowed(name, &then.p95_windows_ms, &now.p95_windows_ms, estimate, tol.p95),
+            Some(estimate) => windowed(name, estimate, tol.p95),
             None => Delta {
                 change: Change::Inconclusive,
                 ..delta(name, then.corrected.p95_ms, now.corrected.p95_ms, tol.p95, "ms", true)
@@ -324,23 +324,17 @@ fn compare(run: &Summary, base: &Summary) -> (Vec<Delta>, Option<String>) {
 }
 
 /// A latency comparison on windows: regressed only when even the low bound is beyond the tolerance.
-fn windowed(name: String, then: &[f64], now: &[f64], e: RatioEstimate, tolerance: f64) -> Delta {
-    let change = if e.low - 1.0 > tolerance {
-        Change::Regressed
-    } else if e.high - 1.0 < -tolerance {
-        Change::Improved
-    } else {
-        Change::Steady
-    };
+fn windowed(name: String, e: RatioEstimate, tolerance: f64) -> Delta {
+    let bounds = (e.low - 1.0, e.high - 1.0);
     Delta {
         name,
-        baseline: stats::median(then.to_vec()),
-        current: stats::median(now.to_vec()),
+        baseline: e.baseline_median,
+        current: e.current_median,
         relative: e.ratio - 1.0,
         tolerance,
         unit: "ms".to_owned(),
-        change,
-        bounds: Some((e.low - 1.0, e.high - 1.0)),
+        change: classify(bounds.0, bounds.1, tolerance),
+        bounds: Some(bounds),
     }
 }
 
@@ -348,14 +342,21 @@ fn windowed(name: String, then: &[f64], now: &[f64], e: RatioEstimate, tolerance
 fn delta(name: String, baseline: f64, current: f64, tolerance: f64, unit: &str, higher_is_worse: bool) -> Delta {
     let relative = current / baseline - 1.0;
     let worse = if higher_is_worse { relative } else { -relative };
-    let change = if worse > tolerance {
+    let change = classify(worse, worse, tolerance);
+    Delta { name, baseline, current, relative, tolerance, unit: unit.to_owned(), change, bounds: None }
+}
+
+/// How a figure moved, from the least and the most it may have grown (the same for a single figure, the bounds of
+/// an estimate otherwise): regressed when even the least is beyond the tolerance, improved when even the most is
+/// below its negative.
+pub(crate) fn classify(least_growth: f64, most_growth: f64, tolerance: f64) -> Change {
+    if least_growth > tolerance {
         Change::Regressed
-    } else if worse < -tolerance {
+    } else if most_growth < -tolerance {
         Change::Improved
     } else {
         Change::Steady
-    };
-    Delta { name, baseline, current, relative, tolerance, unit: unit.to_owned(), change, bounds: None }
+    }
 }
 
 #[cfg(test)]

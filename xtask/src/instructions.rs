@@ -43,25 +43,24 @@ pub(crate) fn run(sh: &Shell, out: &Path, baseline: &Path, write_baseline: bool,
     let rustc = cmd!(sh, "rustc --version").read()?;
     let git_revision = cmd!(sh, "git rev-parse HEAD").read().ok();
 
-    if write_baseline {
-        let tolerance = Counts::read(baseline).map_or(DEFAULT_TOLERANCE, |b| b.tolerance);
-        let counts =
-            Counts { schema_version: instructions::SCHEMA_VERSION, tolerance, rustc, git_revision, counts: counted };
-        counts.write(baseline)?;
-        println!("{}", serde_json::to_string_pretty(&counts.counts)?);
-        println!("wrote {}", baseline.display());
-        return Ok(());
-    }
-
-    let base = Counts::read(baseline).map_err(anyhow::Error::msg)?;
-    let comparison = instructions::compare(&base, &counted, &rustc);
+    let base = Counts::read(baseline);
     let current = Counts {
         schema_version: instructions::SCHEMA_VERSION,
-        tolerance: base.tolerance,
+        // A rewritten baseline keeps its tolerance.
+        tolerance: base.as_ref().map_or(DEFAULT_TOLERANCE, |b| b.tolerance),
         rustc,
         git_revision,
         counts: counted,
     };
+    if write_baseline {
+        current.write(baseline)?;
+        println!("{}", serde_json::to_string_pretty(&current.counts)?);
+        println!("wrote {}", baseline.display());
+        return Ok(());
+    }
+
+    let base = base.map_err(anyhow::Error::msg)?;
+    let comparison = instructions::compare(&base, &current.counts, &current.rustc);
     current.write(&out.join("instructions.json"))?;
     std::fs::write(out.join("instructions-verdict.json"), serde_json::to_string_pretty(&comparison)? + "\n")?;
     let table = comparison.table();
