@@ -128,7 +128,8 @@ mod tests {
 
     #[test]
     fn too_few_windows_say_nothing() {
-        assert_eq!(median_ratio(&windows(5.0, 1, 7), &windows(5.0, 2, 30)), None);
+        assert_eq!(median_ratio(&windows(5.0, 1, MIN_WINDOWS - 1), &windows(5.0, 2, 30)), None);
+        assert!(median_ratio(&windows(5.0, 1, MIN_WINDOWS), &windows(5.0, 2, MIN_WINDOWS)).is_some());
         assert_eq!(median_ratio(&[0.0; 10], &windows(5.0, 2, 10)), None);
     }
 
