@@ -222,9 +222,11 @@ pub struct MonitorReport {
     pub flamegraph: Option<PathBuf>,
     /// The folded stacks the flamegraph was drawn from.
     pub folded: Option<PathBuf>,
+    /// The CPU profile as the service gave it, unnamed (see [`draw_profile`]).
+    pub profile_addresses: Option<PathBuf>,
     pub flamegraph_note: Option<String>,
-    /// Seconds into the steady state when the CPU profile's capture began and when its rendering was done (or
-    /// the steady state ended), if one was asked for.
+    /// Seconds into the steady state when the CPU profile's capture began and when it arrived (or the steady
+    /// state ended), if one was asked for.
     pub profile_window: Option<(u32, u32)>,
     pub problems: Vec<String>,
     /// Why the figures cannot be trusted (see [`fwb_reports::Summary::invalid`]).
@@ -375,10 +377,7 @@ impl Monitor {
                         report.profile_window = Some((from, done.as_secs_f64().ceil() as u32));
                     }
                     match result {
-                        Ok((svg, folded)) => {
-                            report.flamegraph = Some(svg);
-                            report.folded = Some(folded);
-                        }
+                        Ok(addresses) => report.profile_addresses = Some(addresses),
                         Err(e) => report.flamegraph_note = Some(format!("no CPU profile: {e}")),
                     }
                 }
@@ -391,12 +390,13 @@ impl Monitor {
     }
 }
 
-/// Takes the service's CPU profile as folded stacks into `dir/profile.folded` and draws `dir/flamegraph.svg` from
-/// them here, so the service spends nothing on the drawing; returns both paths.
-async fn profile_to(api: &Api, key: &str, seconds: u64, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+/// Takes the service's CPU profile as raw addresses into `dir/profile.addresses`: the service names nothing (naming
+/// would cost it hundreds of MiB and a core for seconds, in the middle of the run). [`draw_profile`] names them
+/// once the run is over.
+async fn profile_to(api: &Api, key: &str, seconds: u64, dir: &Path) -> anyhow::Result<PathBuf> {
     let response = api
         .client
-        .get(format!("{}/debug/pprof/profile?seconds={seconds}&format=folded", api.base))
+        .get(format!("{}/debug/pprof/profile?seconds={seconds}&format=addresses", api.base))
         .bearer_auth(key)
         .timeout(Duration::from_secs(seconds + 30))
         .send()
@@ -404,16 +404,41 @@ async fn profile_to(api: &Api, key: &str, seconds: u64, dir: &Path) -> anyhow::R
     if !response.status().is_success() {
         anyhow::bail!("/debug/pprof/profile answered {}", response.status());
     }
-    let folded = response.text().await?;
-    let (svg_path, folded_path) = (dir.join("flamegraph.svg"), dir.join("profile.folded"));
-    tokio::fs::write(&folded_path, &folded).await?;
-    let svg = tokio::task::spawn_blocking(move || {
-        fwb_reports::flame::render(&folded, &format!("the service's CPU over {seconds} s of the steady state"))
+    let path = dir.join("profile.addresses");
+    tokio::fs::write(&path, response.bytes().await?).await?;
+    Ok(path)
+}
+
+/// After the run: names the profile's frames from the service's binary on disk into `profile.folded` and draws
+/// `flamegraph.svg` from them, here rather than in the service.
+pub async fn draw_profile(report: &mut MonitorReport) {
+    let (Some(addresses), Some((from, to))) = (report.profile_addresses.clone(), report.profile_window) else {
+        return;
+    };
+    let drawn = tokio::task::spawn_blocking(move || -> anyhow::Result<(PathBuf, PathBuf, usize, usize)> {
+        let named = fwb_profiling::symbolize(&std::fs::read_to_string(&addresses)?)?;
+        let dir = addresses.parent().unwrap_or(Path::new("."));
+        let (svg_path, folded_path) = (dir.join("flamegraph.svg"), dir.join("profile.folded"));
+        std::fs::write(&folded_path, &named.folded)?;
+        let title = format!("the service's CPU over {} s of the steady state", to.saturating_sub(from));
+        std::fs::write(&svg_path, fwb_reports::flame::render(&named.folded, &title).map_err(anyhow::Error::msg)?)?;
+        Ok((svg_path, folded_path, named.unnamed, named.frames))
     })
-    .await?
-    .map_err(anyhow::Error::msg)?;
-    tokio::fs::write(&svg_path, svg).await?;
-    Ok((svg_path, folded_path))
+    .await;
+    match drawn {
+        Ok(Ok((svg, folded, unnamed, frames))) => {
+            report.flamegraph = Some(svg);
+            report.folded = Some(folded);
+            if unnamed * 10 > frames {
+                report.problems.push(format!(
+                    "{unnamed} of the CPU profile's {frames} distinct frames have no name (is the service's binary \
+                     still where it ran from, with its symbols?)"
+                ));
+            }
+        }
+        Ok(Err(e)) => report.flamegraph_note = Some(format!("no CPU profile: naming its frames: {e}")),
+        Err(e) => report.flamegraph_note = Some(format!("no CPU profile: naming its frames: {e}")),
+    }
 }
 
 /// Mean and max of some readings.

@@ -90,10 +90,11 @@ pub async fn run(options: &Options) -> anyhow::Result<Summary> {
     if std::io::stderr().is_terminal() {
         eprintln!();
     }
-    let watched = watching.await.unwrap_or_default();
+    let mut watched = watching.await.unwrap_or_default();
     let ended_at = Utc::now();
     clean_up(&api, &options.admin_key, &data, &workload).await;
     driven?;
+    monitor::draw_profile(&mut watched).await;
 
     let summary = summarize(options, &scenario, scenario_hash, clock, started_at, ended_at, &recorder, &watched)?;
     summary.write(&options.out.join("summary.json"))?;

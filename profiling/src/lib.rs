@@ -1,18 +1,23 @@
 //! CPU profiles of the running process: sampled with pprof-rs for a given time and frequency, returned as a
-//! flamegraph SVG or as a gzip'd pprof protobuf (what `go tool pprof` and speedscope open).
+//! flamegraph SVG, as a gzip'd pprof protobuf (what `go tool pprof` and speedscope open), as folded stacks, or as
+//! raw return addresses to be named elsewhere ([`Format::Addresses`], then [`symbolize`]).
 //!
 //! pprof-rs samples with SIGPROF for the whole process, so only one capture runs at a time: a second one
 //! is refused with [`ProfileError::Busy`] rather than queued. Sampling costs the process little while it
-//! waits; symbolizing and rendering happen on a blocking thread, so the runtime keeps serving meanwhile.
-//! Frames have names as long as the binary keeps its symbols (the workspace's release profile keeps
-//! line tables for this).
+//! waits. Naming the frames is what costs: it parses the binary's debug information into memory (hundreds of
+//! MiB that stay with the process, and a core busy for seconds). The three named formats do that here, on a
+//! blocking thread; [`Format::Addresses`] does not, so a process under measurement is not disturbed by it, and
+//! [`symbolize`] names the stacks in another process, from the same binary on disk. Frames have names as long as
+//! the binary keeps its symbols (the workspace's release profile keeps line tables for this).
 //!
 //! Also here: the tokio-console layer ([`console_layer`]).
 
 #[cfg(feature = "criterion")]
 pub mod bench;
 pub mod console;
+mod symbolize;
 pub use console::console_layer;
+pub use symbolize::{Symbolized, symbolize};
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +41,9 @@ pub enum Format {
     /// Folded stacks (`thread;outer;…;inner COUNT` per line, sorted): what a flamegraph is drawn from, and what
     /// two profiles are compared by (a differential flamegraph). Rendering is left to the caller, off this process.
     Folded,
+    /// Folded stacks of return addresses, unnamed, headed by where each code segment of the process is mapped
+    /// (text, see [`symbolize`]): nothing is symbolized in this process.
+    Addresses,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,30 +79,32 @@ pub async fn capture(duration: Duration, frequency: i32, format: Format) -> Resu
     let guard = pprof::ProfilerGuardBuilder::default().frequency(frequency).blocklist(BLOCKLIST).build()?;
     tokio::time::sleep(duration).await;
     tokio::task::spawn_blocking(move || {
-        let report = guard.report().build();
+        let report = guard.report();
+        let bytes = match format {
+            Format::Addresses => symbolize::addresses(&report.build_unresolved()?).into_bytes(),
+            Format::Folded => folded(&report.build()?).into_bytes(),
+            Format::Svg => svg(&report.build()?)?,
+            Format::Pprof => pprof_gz(&report.build()?)?,
+        };
         drop(guard);
         drop(claim);
-        render(&report?, format)
+        Ok(bytes)
     })
     .await
     .map_err(|e| ProfileError::Render(e.to_string()))?
 }
 
-fn render(report: &pprof::Report, format: Format) -> Result<Vec<u8>, ProfileError> {
-    match format {
-        Format::Svg => {
-            let mut svg = Vec::new();
-            report.flamegraph(&mut svg)?;
-            Ok(svg)
-        }
-        Format::Folded => Ok(folded(report).into_bytes()),
-        Format::Pprof => {
-            let profile = report.pprof()?;
-            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-            gz.write_all(&profile.encode_to_vec()).map_err(|e| ProfileError::Render(e.to_string()))?;
-            gz.finish().map_err(|e| ProfileError::Render(e.to_string()))
-        }
-    }
+fn svg(report: &pprof::Report) -> Result<Vec<u8>, ProfileError> {
+    let mut svg = Vec::new();
+    report.flamegraph(&mut svg)?;
+    Ok(svg)
+}
+
+fn pprof_gz(report: &pprof::Report) -> Result<Vec<u8>, ProfileError> {
+    let profile = report.pprof()?;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&profile.encode_to_vec()).map_err(|e| ProfileError::Render(e.to_string()))?;
+    gz.finish().map_err(|e| ProfileError::Render(e.to_string()))
 }
 
 /// One line per distinct stack, root first, with its sample count; sorted, identical stacks of threads with the
@@ -141,7 +151,7 @@ mod tests {
         assert!(svg.contains("spin"), "the busy function shows up in the flamegraph");
 
         // Busy again through the folded and the protobuf captures: the first spinner may be done by now.
-        let until = std::time::Instant::now() + Duration::from_millis(2000);
+        let until = std::time::Instant::now() + Duration::from_millis(2600);
         let busy_again = std::thread::spawn(move || spin(until));
         let folded =
             String::from_utf8(capture(Duration::from_millis(500), 199, Format::Folded).await.unwrap()).unwrap();
@@ -150,6 +160,22 @@ mod tests {
         let stacks: Vec<&str> = lines.iter().filter_map(|l| l.rsplit_once(' ').map(|(stack, _)| stack)).collect();
         assert!(stacks.windows(2).all(|w| w[0] < w[1]), "sorted, each stack once");
         assert!(lines.iter().all(|l| l.rsplit_once(' ').is_some_and(|(_, n)| n.parse::<u64>().is_ok())), "{folded}");
+
+        // Raw addresses, named here from the test binary on disk as another process would name them.
+        let raw =
+            String::from_utf8(capture(Duration::from_millis(500), 199, Format::Addresses).await.unwrap()).unwrap();
+        assert!(raw.starts_with("# fwb-profile addresses 1\n# code "), "{}", &raw[..raw.len().min(300)]);
+        assert!(!raw.contains("spin"), "nothing is named in the sampled process");
+        let named = symbolize(&raw).unwrap();
+        assert!(named.folded.lines().any(|l| l.contains("spin")), "{}", named.folded);
+        assert!(!named.folded.contains("perf_signal_handler"), "the profiler's own frames are left out");
+        assert!(
+            named.unnamed * 10 < named.frames,
+            "{} of {} frames unnamed:\n{}",
+            named.unnamed,
+            named.frames,
+            named.folded
+        );
 
         let pb = capture(Duration::from_millis(300), 99, Format::Pprof).await.unwrap();
         assert_eq!(&pb[..2], &[0x1f, 0x8b], "gzip magic");

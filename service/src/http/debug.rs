@@ -27,8 +27,10 @@ pub(crate) struct ProfileParams {
     seconds: Option<u64>,
     /// Samples per second, 1 to 1000 (default 99; the kernel tick caps it near 250).
     frequency: Option<i32>,
-    /// `svg` (default), `pb` (gzip'd pprof protobuf) or `folded` (folded stacks, text: to render or compare
-    /// elsewhere, which spares this process the flamegraph's work).
+    /// `svg` (default), `pb` (gzip'd pprof protobuf), `folded` (folded stacks, text: to render or compare
+    /// elsewhere) or `addresses` (folded stacks of raw addresses with this process's code mappings, named elsewhere
+    /// by `fwb_profiling::symbolize`: the only one that spares this process reading its debug information, which
+    /// costs hundreds of MiB and seconds of a core).
     format: Option<String>,
 }
 
@@ -54,7 +56,8 @@ async fn cpu_profile(
         "svg" => (Format::Svg, "image/svg+xml", "profile.svg"),
         "pb" => (Format::Pprof, "application/octet-stream", "profile.pb.gz"),
         "folded" => (Format::Folded, "text/plain; charset=utf-8", "profile.folded"),
-        other => return Err(bad(format!("format must be svg, pb or folded, not {other:?}"))),
+        "addresses" => (Format::Addresses, "text/plain; charset=utf-8", "profile.addresses"),
+        other => return Err(bad(format!("format must be svg, pb, folded or addresses, not {other:?}"))),
     };
     let bytes = fwb_profiling::capture(Duration::from_secs(seconds), frequency, format).await.map_err(|e| match e {
         ProfileError::Busy => ApiError::Conflict("profile-in-progress", "a profile is already being captured".into()),
