@@ -254,7 +254,10 @@ impl Engine {
             *owed.lock().unwrap() = Owed { in_flight: Some((planned, due)), next_due: ctx.next_due };
         }
         if Instant::now() < due {
-            tokio::time::sleep_until(due.into()).await;
+            // Not tokio's timer: it fires on whole milliseconds, rounding up, which would add about 1 ms of the
+            // load generator's own to every due-time latency. async-io's timer thread sleeps to the microsecond
+            // (its thread and the wake-up of this task are what `lateness` measures).
+            async_io::Timer::at(due).await;
             // Only a user that waited for its due time measures the load generator's own lateness; one that is
             // behind was held up by the service.
             self.recorder.record_wake_up(due, Instant::now());

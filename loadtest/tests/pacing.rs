@@ -104,6 +104,10 @@ async fn the_schedule_holds_200_requests_a_second() {
     for point in recorder.timeline() {
         assert!((150..=250).contains(&point.requests), "second {}: {} requests", point.t_s, point.requests);
     }
+    // Users wake at their due time to a fraction of a millisecond: a timer on whole milliseconds (tokio's) makes
+    // the median lateness half a millisecond or more, which every due-time latency would carry.
+    let lateness = recorder.lateness().expect("users waited for their due times");
+    assert!(lateness.p50_ms < 0.3, "median wake-up lateness {:.3} ms", lateness.p50_ms);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
