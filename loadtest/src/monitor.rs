@@ -231,6 +231,8 @@ pub struct MonitorReport {
     pub problems: Vec<String>,
     /// Why the figures cannot be trusted (see [`fwb_reports::Summary::invalid`]).
     pub invalid: Vec<String>,
+    /// The memory limit of the service's cgroup, if it has one (read from its process).
+    pub memory_limit: Option<u64>,
 }
 
 pub struct Monitor {
@@ -330,6 +332,9 @@ impl Monitor {
                     Some(p) => {
                         sample.server_cpu_cores = Some(f64::from(p.cpu_usage()) / 100.0);
                         sample.server_rss_bytes = Some(p.memory());
+                        if report.memory_limit.is_none() {
+                            report.memory_limit = p.cgroup_limits().map(|l| l.total_memory);
+                        }
                     }
                     None => lost += 1,
                 },

@@ -35,6 +35,8 @@ pub struct Options {
     pub profile: bool,
     /// Replaces the scenario's rate (to find the highest rate a deployment holds).
     pub rate: Option<f64>,
+    /// Replaces the scenario's number of users.
+    pub users: Option<usize>,
 }
 
 pub async fn run(options: &Options) -> anyhow::Result<Summary> {
@@ -42,6 +44,10 @@ pub async fn run(options: &Options) -> anyhow::Result<Summary> {
     if let Some(rate) = options.rate {
         anyhow::ensure!(rate.is_finite() && rate > 0.0, "--rate must be above 0, not {rate}");
         scenario.rate = rate;
+    }
+    if let Some(users) = options.users {
+        anyhow::ensure!(users > 0, "--users must be at least 1");
+        scenario.users = users;
     }
     let scenario_hash = blake3::hash(&std::fs::read(&options.scenario)?).to_hex().to_string();
     std::fs::create_dir_all(&options.out).with_context(|| format!("creating {}", options.out.display()))?;
@@ -150,6 +156,15 @@ fn summarize(
     let own =
         monitor::process_figures(samples.iter().map(|s| s.own_cpu_cores), samples.iter().map(|s| s.own_rss_bytes));
     let busy: Vec<f64> = samples.iter().filter_map(|s| s.machine_cpu_busy).collect();
+    let machine = MachineFigures {
+        cores,
+        memory_bytes: memory,
+        cpu_busy_mean: (!busy.is_empty()).then(|| busy.iter().sum::<f64>() / busy.len() as f64),
+        cpu_busy_max: busy.iter().copied().reduce(f64::max),
+        memory_used_max_bytes: samples.iter().filter_map(|s| s.machine_memory_used).max(),
+        disk_used_fraction: monitor::disk_used_fraction(&options.out),
+        service_memory_limit_bytes: watched.memory_limit.filter(|&l| l < memory),
+    };
 
     let mut timeline: Vec<TimelinePoint> = recorder.timeline();
     for sample in samples {
@@ -195,7 +210,9 @@ fn summarize(
             source: watched.source.to_owned(),
             process: server_process,
             cpu_fraction_mean: server_process.cpu_cores_mean.map(|c| c / cores as f64),
-            memory_fraction_max: server_process.rss_bytes_max.map(|b| b as f64 / memory.max(1) as f64),
+            memory_fraction_max: server_process
+                .rss_bytes_max
+                .map(|b| b as f64 / machine.service_memory_bytes().max(1) as f64),
             cpu_us_per_request,
             rss_growth_mib_per_10min: fwb_reports::rss_growth(
                 &samples
@@ -207,14 +224,7 @@ fn summarize(
             latency,
         },
         loadtest: own,
-        machine: MachineFigures {
-            cores,
-            memory_bytes: memory,
-            cpu_busy_mean: (!busy.is_empty()).then(|| busy.iter().sum::<f64>() / busy.len() as f64),
-            cpu_busy_max: busy.iter().copied().reduce(f64::max),
-            memory_used_max_bytes: samples.iter().filter_map(|s| s.machine_memory_used).max(),
-            disk_used_fraction: monitor::disk_used_fraction(&options.out),
-        },
+        machine,
         timeline,
         targets: scenario.targets.clone(),
         artifacts: Artifacts {

@@ -360,6 +360,8 @@ pub fn report(
          <tr><td>service ({})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\
          <tr><td>load generator</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>\
          <p class=note>CPU in cores. Service CPU per request: {}. Machine: {} cores, {:.1} GiB; busy {} on average. \
+         The gate's service CPU and memory fractions are of the machine's {} cores and of {} ({:.1} GiB), which the \
+         service shares with the load generator{}: the machine's busy time above counts them all. \
          Load generator's wake-ups after their due time: {}.</p></section>",
         esc(&run.server.source),
         cores(run.server.process.cpu_cores_mean),
@@ -374,6 +376,14 @@ pub fn report(
         run.machine.cores,
         run.machine.memory_bytes as f64 / (1u64 << 30) as f64,
         run.machine.cpu_busy_mean.map_or("–".to_owned(), |b| format!("{:.0} %", b * 100.0)),
+        run.machine.cores,
+        run.machine.service_memory_of(),
+        run.machine.service_memory_bytes() as f64 / (1u64 << 30) as f64,
+        match run.run.backend.as_str() {
+            "containers" => " and with PostgreSQL and Redis in their containers",
+            "external" => " and with PostgreSQL and Redis when they run on this machine",
+            _ => "",
+        },
         run.pacing.map_or("–".to_owned(), |p| format!("p50 {:.2} ms, p99 {:.2} ms", p.p50_ms, p.p99_ms)),
     );
     body.push_str("<section><h2>CPU profile of the service</h2>");

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 
+pub mod capacity;
 pub mod flame;
 pub mod html;
 pub mod instructions;
@@ -92,6 +93,10 @@ pub struct Tolerance {
     /// Growth of the service's CPU time per request ([`ServerFigures::cpu_us_per_request`]); unset: not compared.
     #[serde(default)]
     pub cpu_per_request: Option<f64>,
+    /// Drop of the capacity found by `cargo xtask perf --find-capacity` ([`capacity`]); unset:
+    /// [`capacity::DEFAULT_TOLERANCE`].
+    #[serde(default)]
+    pub capacity: Option<f64>,
 }
 
 /// One run.
@@ -299,7 +304,8 @@ pub struct ServerFigures {
     pub process: ProcessFigures,
     /// Mean CPU as a fraction of this machine's cores, 0–1.
     pub cpu_fraction_mean: Option<f64>,
-    /// Largest resident set as a fraction of this machine's memory, 0–1.
+    /// Largest resident set as a fraction of the memory the service may use
+    /// ([`MachineFigures::service_memory_bytes`]), 0–1.
     pub memory_fraction_max: Option<f64>,
     /// The service's CPU time over the steady state divided by the requests due in it, in microseconds; the
     /// seconds of a CPU profile's capture and rendering are left out of both.
@@ -340,6 +346,26 @@ pub struct MachineFigures {
     pub memory_used_max_bytes: Option<u64>,
     /// The filesystem holding the output directory: used over size, at the end.
     pub disk_used_fraction: Option<f64>,
+    /// The memory limit of the service's cgroup, when it is below the machine's memory: then the service's
+    /// memory fraction is of this.
+    #[serde(default)]
+    pub service_memory_limit_bytes: Option<u64>,
+}
+
+impl MachineFigures {
+    /// What the service's memory fraction is of: its cgroup's limit when that is lower, else the machine's memory.
+    pub fn service_memory_bytes(&self) -> u64 {
+        self.service_memory_limit_bytes.map_or(self.memory_bytes, |l| l.min(self.memory_bytes))
+    }
+
+    /// The service's memory fraction's denominator, in words.
+    pub fn service_memory_of(&self) -> &'static str {
+        if self.service_memory_limit_bytes.is_some_and(|l| l < self.memory_bytes) {
+            "its cgroup's limit"
+        } else {
+            "RAM"
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -213,7 +213,7 @@ pub fn judge(run: &Summary, baseline: Option<&Summary>) -> Verdict {
     checks.push(achieved);
     if let Some(max) = t.max_service_cpu {
         checks.push(check(
-            "service CPU (mean, of all cores)".into(),
+            format!("service CPU (mean, of {} cores)", run.machine.cores),
             run.server.cpu_fraction_mean,
             Bound::AtMost,
             max,
@@ -222,7 +222,7 @@ pub fn judge(run: &Summary, baseline: Option<&Summary>) -> Verdict {
     }
     if let Some(max) = t.max_service_memory {
         checks.push(check(
-            "service memory (max, of RAM)".into(),
+            format!("service memory (max, of {})", run.machine.service_memory_of()),
             run.server.memory_fraction_max,
             Bound::AtMost,
             max,
@@ -461,7 +461,7 @@ mod tests {
                 max_service_cpu: Some(0.8),
                 max_service_memory: Some(0.8),
                 max_rss_growth_mib_per_10min: Some(1.0),
-                tolerance: Some(Tolerance { p95: 0.15, throughput: 0.10, cpu_per_request: Some(0.05) }),
+                tolerance: Some(Tolerance { p95: 0.15, throughput: 0.10, cpu_per_request: Some(0.05), capacity: None }),
             },
             artifacts: Artifacts::default(),
             pacing: Some(Percentiles { p50_ms: 0.05, p99_ms: 0.4, ..Percentiles::default() }),
@@ -495,7 +495,7 @@ mod tests {
                 s.cache = CacheFigures::from_families([("file_meta".to_owned(), CacheFamily::new(79, 21))].into())
             }),
             ("succeeded rate / target", |s| s.rate.achieved_fraction = 0.9),
-            ("service CPU (mean, of all cores)", |s| s.server.cpu_fraction_mean = Some(0.81)),
+            ("service CPU (mean, of 2 cores)", |s| s.server.cpu_fraction_mean = Some(0.81)),
             ("service memory (max, of RAM)", |s| s.server.memory_fraction_max = Some(0.9)),
             ("service memory growth (MiB per 10 min)", |s| s.server.rss_growth_mib_per_10min = Some(1.5)),
             ("run validity (reasons it is not)", |s| s.invalid.push("cache counters went back".into())),
@@ -510,6 +510,19 @@ mod tests {
             assert_eq!(failures.len(), 1, "{failures:?}");
             assert!(failures[0].contains(name), "{failures:?}");
         }
+    }
+
+    #[test]
+    fn service_memory_is_a_fraction_of_its_cgroups_limit_when_that_is_lower() {
+        let gib = 1u64 << 30;
+        let mut machine = MachineFigures { cores: 2, memory_bytes: 24 * gib, ..MachineFigures::default() };
+        assert_eq!((machine.service_memory_bytes(), machine.service_memory_of()), (24 * gib, "RAM"));
+        machine.service_memory_limit_bytes = Some(gib);
+        assert_eq!((machine.service_memory_bytes(), machine.service_memory_of()), (gib, "its cgroup's limit"));
+        let mut s = passing();
+        s.machine = machine;
+        s.server.memory_fraction_max = Some(0.9);
+        assert_eq!(outcome(&judge(&s, None), "service memory (max, of its cgroup's limit)"), Outcome::Fail);
     }
 
     #[test]
@@ -554,7 +567,7 @@ mod tests {
         s.server.cpu_fraction_mean = None;
         let v = judge(&s, None);
         assert!(!v.passed);
-        for name in ["download p95 latency", "cache hit ratio (data families)", "service CPU (mean, of all cores)"] {
+        for name in ["download p95 latency", "cache hit ratio (data families)", "service CPU (mean, of 2 cores)"] {
             assert_eq!(outcome(&v, name), Outcome::Missing, "{name}");
         }
         assert!(v.failures().iter().any(|f| f == "FAIL cache hit ratio (data families): not measured"));
