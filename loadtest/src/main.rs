@@ -32,6 +32,9 @@ struct Cli {
     /// Requests per second instead of the scenario's (the summary records the rate used).
     #[arg(long)]
     rate: Option<f64>,
+    /// Users instead of the scenario's.
+    #[arg(long)]
+    users: Option<usize>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,6 +48,7 @@ fn main() -> anyhow::Result<()> {
         backend: cli.backend,
         profile: !cli.no_profile,
         rate: cli.rate,
+        users: cli.users,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let summary = runtime.block_on(fwb_loadtest::run::run(&options))?;

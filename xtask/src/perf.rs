@@ -47,6 +47,14 @@ pub(crate) struct Perf {
     /// With `--instructions`: rounds of counting; each path's median is compared.
     #[arg(long, requires = "instructions", default_value_t = 3)]
     rounds: usize,
+    /// Instead of one run: step the scenario's rate up (×1.5, then two refinements between the highest rate
+    /// held and the lowest failed) against one service on one data set, each step judged on the scenario's
+    /// targets, and report the highest rate held; `--baseline` is then a capacity.json.
+    #[arg(long, conflicts_with = "instructions")]
+    find_capacity: bool,
+    /// With `--find-capacity`: the most steps a search takes.
+    #[arg(long, requires = "find_capacity", default_value_t = 10)]
+    max_steps: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -182,6 +190,16 @@ fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| crate::project_root().join("target"), PathBuf::from)
 }
 
+/// A service started for a run, with what it needs removed on drop.
+struct Started {
+    cleanup: Cleanup,
+    backend: Backend,
+    bin: PathBuf,
+    base: String,
+    pid: u32,
+    admin_key: String,
+}
+
 impl Perf {
     pub(crate) fn run(self, sh: &Shell) -> anyhow::Result<()> {
         if self.instructions {
@@ -196,14 +214,7 @@ impl Perf {
             return crate::instructions::run(sh, &out, &baseline, self.write_baseline, self.rounds);
         }
         let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
-        let (backend, why) =
-            choose_backend(self.backend, |k| std::env::var(k).ok().filter(|v| !v.is_empty()), docker_answers)?;
-        eprintln!("perf: backend {} ({why})", backend.label());
         let scenario_name = scenario_name_of(&self.scenario)?;
-        if !self.no_build {
-            crate::cargo(sh, &["build", "--release", "-p", "filewallball", "-p", "fwb-loadtest"]).run()?;
-        }
-        let bin = target_dir().join("release");
         let out = match &self.out {
             Some(dir) => {
                 sh.create_dir(dir)?;
@@ -211,6 +222,32 @@ impl Perf {
             }
             None => crate::run_dir(sh, &scenario_name)?,
         };
+        let mut started = self.start_service(sh, &out)?;
+        if self.find_capacity {
+            return self.find_capacity(sh, &mut started, &out, &scenario_name);
+        }
+        self.load(&started, &out, &[])?;
+        if let Some(mut service) = started.cleanup.service.take() {
+            stop(&mut service, Duration::from_secs(15));
+        }
+        let summary = Summary::read(&out.join("summary.json")).map_err(anyhow::Error::msg)?;
+        let baseline = match &self.baseline {
+            Some(path) => Some((Summary::read(path).map_err(anyhow::Error::msg)?, path.as_path())),
+            None => None,
+        };
+        write_verdict(&out, &summary, baseline.as_ref().map(|(b, p)| (b, *p)))
+    }
+
+    /// Builds the release binaries (unless `--no-build`), prepares the backend's data store and starts the
+    /// service on a free port, its log in `out/service.log`.
+    fn start_service(&self, sh: &Shell, out: &Path) -> anyhow::Result<Started> {
+        let (backend, why) =
+            choose_backend(self.backend, |k| std::env::var(k).ok().filter(|v| !v.is_empty()), docker_answers)?;
+        eprintln!("perf: backend {} ({why})", backend.label());
+        if !self.no_build {
+            crate::cargo(sh, &["build", "--release", "-p", "filewallball", "-p", "fwb-loadtest"]).run()?;
+        }
+        let bin = target_dir().join("release");
         let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S").to_string();
         let mut cleanup = Cleanup::default();
         let temp = std::env::temp_dir().join(format!("fwb-perf-{stamp}-{}", std::process::id()));
@@ -275,14 +312,19 @@ impl Perf {
         let base = format!("http://127.0.0.1:{port}");
         wait_ready(&base, &mut cleanup, Duration::from_secs(60))?;
         eprintln!("perf: service {pid} ready at {base}; data in {}", temp.display());
+        Ok(Started { cleanup, backend, bin, base, pid, admin_key })
+    }
 
-        let mut loadtest = Command::new(bin.join("fwb-loadtest"))
+    /// One fwb-loadtest run of the scenario against the started service into `out`, with `extra` arguments.
+    fn load(&self, started: &Started, out: &Path, extra: &[String]) -> anyhow::Result<()> {
+        let mut loadtest = Command::new(started.bin.join("fwb-loadtest"))
             .args(["--scenario".as_ref(), self.scenario.as_os_str()])
-            .args(["--target", &base, "--out"])
-            .arg(&out)
-            .args(["--service-pid", &pid.to_string(), "--backend", backend.label()])
+            .args(["--target", &started.base, "--out"])
+            .arg(out)
+            .args(["--service-pid", &started.pid.to_string(), "--backend", started.backend.label()])
             .args(self.no_profile.then_some("--no-profile"))
-            .env("FWB_ADMIN_KEY", &admin_key)
+            .args(extra)
+            .env("FWB_ADMIN_KEY", &started.admin_key)
             .spawn()?;
         let status = loop {
             if let Some(status) = loadtest.try_wait()? {
@@ -294,19 +336,127 @@ impl Perf {
             }
             std::thread::sleep(Duration::from_millis(200));
         };
-        if let Some(mut service) = cleanup.service.take() {
+        if !status.success() {
+            bail!("fwb-loadtest failed ({status}); see above and the service's log, service.log");
+        }
+        Ok(())
+    }
+
+    /// Steps the scenario's rate up against the one started service (its data set seeded once, reused by every
+    /// step), each step a whole run judged on the scenario's targets, until the search is over; writes
+    /// `capacity.json` and `capacity.txt`, compares with `--baseline` (a capacity.json) when given.
+    fn find_capacity(&self, sh: &Shell, started: &mut Started, out: &Path, scenario_name: &str) -> anyhow::Result<()> {
+        use fwb_reports::capacity::{self, Capacity, Search, Step};
+        let base_users = scenario_value(&self.scenario, "users")?;
+        let base_rate = scenario_value(&self.scenario, "rate")?;
+        let search = Search { start_rps: base_rate, factor: 1.5, refinements: 2, max_steps: self.max_steps };
+        let mut steps: Vec<Step> = Vec::new();
+        let mut tolerance = None;
+        let begun = Instant::now();
+        while let Some(rate) = search.next(&steps) {
+            // Users grow with the rate: each keeps the scenario's own pace, so a step is limited by the service,
+            // not by how many requests each user can have waiting.
+            let users = ((base_users * rate / base_rate).ceil() as usize).max(1);
+            let run = format!("step-{:02}-{rate:.0}rps", steps.len() + 1);
+            let dir = out.join(&run);
+            eprintln!("perf: capacity step {}: {rate:.0} req/s, {users} users", steps.len() + 1);
+            let mut extra = vec!["--rate".to_owned(), format!("{rate:.3}"), "--users".to_owned(), users.to_string()];
+            // A step is measured without the profiler's sampling.
+            if !self.no_profile {
+                extra.push("--no-profile".to_owned());
+            }
+            self.load(started, &dir, &extra)?;
+            let summary = Summary::read(&dir.join("summary.json")).map_err(anyhow::Error::msg)?;
+            let verdict = verdict::judge(&summary, None);
+            std::fs::write(dir.join("verdict.json"), serde_json::to_string_pretty(&verdict)? + "\n")?;
+            tolerance = summary.targets.tolerance.as_ref().and_then(|t| t.capacity).or(tolerance);
+            steps.push(Step {
+                rate_rps: rate,
+                users,
+                passed: verdict.passed,
+                failed: verdict
+                    .checks
+                    .iter()
+                    .filter(|c| c.outcome != verdict::Outcome::Pass)
+                    .map(|c| c.name.clone())
+                    .collect(),
+                p95_ms: summary
+                    .classes
+                    .iter()
+                    .filter(|(_, s)| s.count > 0)
+                    .map(|(c, s)| (*c, s.corrected.p95_ms))
+                    .collect(),
+                error_rate: summary.rate.error_rate,
+                succeeded_rps: summary.rate.achieved_rps,
+                service_cpu_cores: summary.server.process.cpu_cores_mean,
+                cpu_us_per_request: summary.server.cpu_us_per_request,
+                run,
+            });
+        }
+        if let Some(mut service) = started.cleanup.service.take() {
             stop(&mut service, Duration::from_secs(15));
         }
-        if !status.success() {
-            bail!("fwb-loadtest failed ({status}); see above and {}", out.join("service.log").display());
-        }
-
-        let summary = Summary::read(&out.join("summary.json")).map_err(anyhow::Error::msg)?;
-        let baseline = match &self.baseline {
-            Some(path) => Some((Summary::read(path).map_err(anyhow::Error::msg)?, path.as_path())),
+        let git_revision = cmd!(sh, "git rev-parse HEAD").quiet().read().ok();
+        let found = Capacity::new(
+            scenario_name.to_owned(),
+            started.backend.label().to_owned(),
+            git_revision,
+            search,
+            tolerance.unwrap_or(capacity::DEFAULT_TOLERANCE),
+            steps,
+        );
+        found.write(&out.join("capacity.json"))?;
+        let mut text = found.table();
+        let comparison = match &self.baseline {
+            Some(path) => {
+                let base = Capacity::read(path).map_err(anyhow::Error::msg)?;
+                let c = capacity::compare(&found, &base);
+                text += &format!(
+                    "against {}: {} req/s then, {} now{}: {:?}{}\n",
+                    path.display(),
+                    c.baseline_rps.map_or("none".into(), |v| format!("{v:.0}")),
+                    c.current_rps.map_or("none".into(), |v| format!("{v:.0}")),
+                    c.relative.map_or(String::new(), |r| format!(
+                        " ({:+.1} %, tolerance {:.0} %)",
+                        r * 100.0,
+                        c.tolerance * 100.0
+                    )),
+                    c.change,
+                    c.note.as_ref().map_or(String::new(), |n| format!(" — {n}"))
+                );
+                std::fs::write(out.join("capacity-verdict.json"), serde_json::to_string_pretty(&c)? + "\n")?;
+                Some(c)
+            }
             None => None,
         };
-        write_verdict(&out, &summary, baseline.as_ref().map(|(b, p)| (b, *p)))
+        std::fs::write(out.join("capacity.txt"), &text)?;
+        println!();
+        print!("{text}");
+        println!("searched in {:.0} s; run folder: {}", begun.elapsed().as_secs_f64(), out.display());
+        if found.capacity_rps.is_none() {
+            eprintln!("FAIL capacity: the scenario's own rate of {base_rate:.0} req/s was not held");
+            return Err(GateFailed.into());
+        }
+        if let Some(c) = comparison.filter(capacity::Comparison::fails) {
+            eprintln!(
+                "FAIL capacity: {:?} against the baseline{}",
+                c.change,
+                c.note.map(|n| format!(" ({n})")).unwrap_or_default()
+            );
+            return Err(GateFailed.into());
+        }
+        Ok(())
+    }
+}
+
+/// A number at the top level of the scenario file (fwb-loadtest validates the rest).
+fn scenario_value(scenario: &Path, key: &str) -> anyhow::Result<f64> {
+    let text = std::fs::read_to_string(scenario).with_context(|| format!("reading {}", scenario.display()))?;
+    let table: toml::Table = toml::from_str(&text).with_context(|| format!("{}", scenario.display()))?;
+    match table.get(key) {
+        Some(toml::Value::Integer(n)) => Ok(*n as f64),
+        Some(toml::Value::Float(x)) => Ok(*x),
+        _ => bail!("{}: no number {key}", scenario.display()),
     }
 }
 
