@@ -3,8 +3,9 @@
 //! The sampled process writes what it has without reading any debug information: the code segments it has
 //! mapped (address range, load bias, GNU build id, file) and, per distinct stack, the return addresses from the
 //! root to the leaf. [`symbolize`] reads the same files from disk (so it runs on the same machine, or beside a copy
-//! of the binary at the same path), or their detached debug information under `/usr/lib/debug/.build-id` (what
-//! Debian's `-dbg` packages install), and gives the folded stacks a flamegraph is drawn from.
+//! of the binary at the same path): each file, a `FILE.debug` beside it (the full binary, when the process runs a
+//! copy stripped of its debug information), or its detached debug information under `/usr/lib/debug/.build-id`
+//! (what Debian's `-dbg` packages install), and gives the folded stacks a flamegraph is drawn from.
 //!
 //! ```text
 //! # fwb-profile addresses 1
@@ -48,7 +49,7 @@ pub(crate) fn addresses(report: &pprof::UnresolvedReport) -> String {
         let name = String::from_utf8_lossy(&frames.thread_name[..frames.thread_name_length]);
         let mut line = if name.is_empty() { frames.thread_id.to_string() } else { clean(&name) };
         for frame in frames.frames.iter().rev() {
-            let _ = write!(line, ";{:#x}", frame.ip() as usize);
+            let _ = write!(line, ";{:#x}", frame.ip);
         }
         *stacks.entry(line).or_default() += count;
     }
@@ -68,7 +69,8 @@ fn clean(name: &str) -> String {
 pub struct Symbolized {
     /// Folded stacks, one line per distinct stack, sorted.
     pub folded: String,
-    /// Distinct frames (addresses) that got no name (no mapped file, no symbol): shown as their address.
+    /// Distinct frames (addresses) that got no name: shown as `[FILE]` (no symbol in it: the vDSO, a stripped
+    /// library) or as their address (in no mapped file).
     pub unnamed: usize,
     /// Distinct frames in all.
     pub frames: usize,
@@ -86,7 +88,7 @@ struct Code {
     start: u64,
     end: u64,
     bias: u64,
-    /// Where its names may be read: the file itself, then its detached debug information.
+    /// Where its names may be read, in order.
     files: Vec<PathBuf>,
 }
 
@@ -111,10 +113,13 @@ pub fn symbolize(text: &str) -> Result<Symbolized, SymbolizeError> {
             let (start, end, bias) = (hex()?, hex()?, hex()?);
             let id = fields.next().ok_or_else(|| bad("a build id"))?;
             let path = fields.next().filter(|p| !p.is_empty()).ok_or_else(|| bad("a path"))?;
-            let mut files = vec![PathBuf::from(path)];
+            // Where debug information is likeliest first: the full copy beside a file that runs stripped of it, the
+            // detached debug information by build id, then the file itself.
+            let mut files = vec![PathBuf::from(format!("{path}.debug"))];
             if id.len() > 2 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
                 files.push(PathBuf::from(format!("{DEBUG_DIR}/{}/{}.debug", &id[..2], &id[2..])));
             }
+            files.push(PathBuf::from(path));
             code.push(Code { start, end, bias, files });
         } else if !line.starts_with('#') && !line.trim().is_empty() {
             let (stack, count) = line.rsplit_once(' ').ok_or_else(|| bad("a stack and its count"))?;
@@ -128,7 +133,7 @@ pub fn symbolize(text: &str) -> Result<Symbolized, SymbolizeError> {
             stacks.push((thread, ips, count));
         }
     }
-    let mut names = Names { code, loaders: HashMap::new(), frames: HashMap::new() };
+    let mut names = Names { code, loaders: HashMap::new(), frames: HashMap::new(), unnamed: Default::default() };
     let mut folded: BTreeMap<String, u64> = BTreeMap::new();
     let mut kept = std::collections::HashSet::new();
     for (thread, ips, count) in stacks {
@@ -149,7 +154,7 @@ pub fn symbolize(text: &str) -> Result<Symbolized, SymbolizeError> {
         kept.extend(ips);
         *folded.entry(line).or_default() += count;
     }
-    let unnamed = kept.iter().filter(|ip| names.frames[ip] == [format!("{ip:#x}")]).count();
+    let unnamed = kept.iter().filter(|ip| names.unnamed.contains(ip)).count();
     let mut out = String::new();
     for (stack, count) in folded {
         let _ = writeln!(out, "{stack} {count}");
@@ -163,14 +168,28 @@ struct Names {
     loaders: HashMap<PathBuf, Option<addr2line::Loader>>,
     /// The names at one address, outermost first (a call and the calls inlined into it).
     frames: HashMap<u64, Vec<String>>,
+    unnamed: std::collections::HashSet<u64>,
 }
 
 impl Names {
     fn resolve(&mut self, ip: u64) {
         if !self.frames.contains_key(&ip) {
             let names = self.lookup(ip);
-            let names = if names.is_empty() { vec![format!("{ip:#x}")] } else { names };
+            let names = if names.is_empty() {
+                self.unnamed.insert(ip);
+                vec![self.unnamed(ip)]
+            } else {
+                names
+            };
             self.frames.insert(ip, names);
+        }
+    }
+
+    /// A frame without a name: its file (as `[FILE]`, the vDSO has none on disk), or its address.
+    fn unnamed(&self, ip: u64) -> String {
+        match self.code.iter().find(|c| (c.start..c.end).contains(&ip)).and_then(|c| c.files.last()) {
+            Some(file) => format!("[{}]", file.file_name().map_or(file.as_os_str(), |n| n).to_string_lossy()),
+            None => format!("{ip:#x}"),
         }
     }
 
@@ -229,7 +248,7 @@ mod tests {
             "{HEADER}\n# code 1000 2000 0 - /nonexistent/binary\nmain;0x0;0x1010;0x5000 2\nmain;0x1010;0x5000 1\n"
         );
         let s = symbolize(&text).unwrap();
-        assert_eq!(s.folded, "main;0x1010;0x5000 3\n");
+        assert_eq!(s.folded, "main;[binary];0x5000 3\n");
         assert_eq!((s.unnamed, s.frames), (2, 2));
     }
 }
