@@ -176,6 +176,10 @@ fn summarize(
     }
     let profile_window = watched.profile_window.map(|(from, to)| (f64::from(from), f64::from(to)));
     let cpu_us_per_request = cpu_per_request(samples, &timeline, profile_window);
+    let profiler = watched.profile_window.filter(|_| watched.profile_addresses.is_some()).map(|window| {
+        let readings: Vec<_> = samples.iter().map(|s| (s.t_s, s.server_cpu_cores, s.server_rss_bytes)).collect();
+        fwb_reports::ProfilerCost::from_samples(&readings, window)
+    });
     let histograms = recorder.write_histograms(&options.out)?;
     let in_dir = |p: &Path| p.strip_prefix(&options.out).unwrap_or(p).display().to_string();
     let goose_reports = ["goose-report.html", "goose-report.json", "goose-report.md"]
@@ -221,6 +225,7 @@ fn summarize(
                     .collect::<Vec<_>>(),
                 profile_window.map(|(from, to)| (from, to + PROFILE_SETTLING_S)),
             ),
+            profiler,
             latency,
         },
         loadtest: own,

@@ -362,7 +362,7 @@ pub fn report(
          <p class=note>CPU in cores. Service CPU per request: {}. Machine: {} cores, {:.1} GiB; busy {} on average. \
          The gate's service CPU and memory fractions are of the machine's {} cores and of {} ({:.1} GiB), which the \
          service shares with the load generator{}: the machine's busy time above counts them all. \
-         Load generator's wake-ups after their due time: {}.</p></section>",
+         Load generator's wake-ups after their due time: {}.</p>{}</section>",
         esc(&run.server.source),
         cores(run.server.process.cpu_cores_mean),
         cores(run.server.process.cpu_cores_max),
@@ -385,6 +385,17 @@ pub fn report(
             _ => "",
         },
         run.pacing.map_or("–".to_owned(), |p| format!("p50 {:.2} ms, p99 {:.2} ms", p.p50_ms, p.p99_ms)),
+        run.server.profiler.map_or(String::new(), |p| format!(
+            "<p class=note>The CPU profile, taken from second {} to {} of the steady state, cost the service: \
+             {} cores while it was taken against {} outside; its largest resident set {} before, {} after (the \
+             profiler's sample table stays with the process). Its seconds are left out of the CPU per request.</p>",
+            p.from_s,
+            p.to_s,
+            cores(p.cpu_cores_during),
+            cores(p.cpu_cores_outside),
+            mib(p.rss_max_before_bytes),
+            mib(p.rss_max_after_bytes),
+        )),
     );
     body.push_str("<section><h2>CPU profile of the service</h2>");
     match &run.artifacts.flamegraph {

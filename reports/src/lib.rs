@@ -314,9 +314,43 @@ pub struct ServerFigures {
     /// How fast the resident set grew over the steady state, MiB per 10 minutes (see [`rss_growth`]).
     #[serde(default)]
     pub rss_growth_mib_per_10min: Option<f64>,
+    /// What taking the CPU profile cost the service in this run, when one was taken.
+    #[serde(default)]
+    pub profiler: Option<ProfilerCost>,
     /// The service's own request-duration histogram over the steady state, per endpoint (method and route);
     /// percentiles are bucket upper bounds.
     pub latency: BTreeMap<String, ServerLatency>,
+}
+
+/// The CPU profile's cost to the service, read off the run's own one-second samples: its CPU while the profile
+/// was taken against the rest of the steady state, and its largest resident set before the capture and after.
+/// (Its latency cost is a second run's comparison: `--no-profile`.)
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct ProfilerCost {
+    /// Seconds into the steady state when the capture began and when the profile arrived.
+    pub from_s: u32,
+    pub to_s: u32,
+    pub cpu_cores_during: Option<f64>,
+    pub cpu_cores_outside: Option<f64>,
+    pub rss_max_before_bytes: Option<u64>,
+    pub rss_max_after_bytes: Option<u64>,
+}
+
+impl ProfilerCost {
+    /// From `(t_s, cpu cores, rss bytes)` samples, where a sample at `t` covers the second before it, and the
+    /// profile's window in seconds of the steady state.
+    pub fn from_samples(samples: &[(u32, Option<f64>, Option<u64>)], (from_s, to_s): (u32, u32)) -> Self {
+        let during = |t: u32| t.checked_sub(1).is_some_and(|s| (from_s..to_s.max(from_s + 1)).contains(&s));
+        let mean = |xs: Vec<f64>| (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64);
+        ProfilerCost {
+            from_s,
+            to_s,
+            cpu_cores_during: mean(samples.iter().filter(|s| during(s.0)).filter_map(|s| s.1).collect()),
+            cpu_cores_outside: mean(samples.iter().filter(|s| !during(s.0)).filter_map(|s| s.1).collect()),
+            rss_max_before_bytes: samples.iter().filter(|s| s.0 <= from_s).filter_map(|s| s.2).max(),
+            rss_max_after_bytes: samples.iter().filter(|s| s.0 > from_s).filter_map(|s| s.2).max(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
@@ -453,6 +487,18 @@ pub fn summary_table(s: &Summary) -> String {
         mib(s.loadtest.rss_bytes_max),
         ratio(s.machine.cpu_busy_mean),
     );
+    if let Some(p) = &s.server.profiler {
+        let _ = writeln!(
+            out,
+            "CPU profile (steady s {}–{}): service cpu {} cores while taken, {} outside; rss max {} before, {} after",
+            p.from_s,
+            p.to_s,
+            cores(p.cpu_cores_during),
+            cores(p.cpu_cores_outside),
+            mib(p.rss_max_before_bytes),
+            mib(p.rss_max_after_bytes),
+        );
+    }
     if let Some(p) = &s.pacing {
         let _ = writeln!(
             out,
@@ -511,6 +557,23 @@ mod tests {
     fn cache_ratio_is_absent_without_lookups() {
         assert_eq!(CacheFamily::new(0, 0).ratio, None);
         assert_eq!(CacheFamily::new(3, 1).ratio, Some(0.75));
+    }
+
+    #[test]
+    fn the_profilers_cost_is_its_window_against_the_rest() {
+        // 20 s; the profile from 8 s to 12 s: 0.3 cores then instead of 0.1, and 60 MiB more from then on.
+        let samples: Vec<(u32, Option<f64>, Option<u64>)> = (1..=20)
+            .map(|t| {
+                let profiling = (8..12).contains(&(t - 1));
+                (t, Some(if profiling { 0.3 } else { 0.1 }), Some(if t > 8 { 110 << 20 } else { 50 << 20 }))
+            })
+            .collect();
+        let cost = ProfilerCost::from_samples(&samples, (8, 12));
+        assert_eq!(
+            (cost.cpu_cores_during, cost.rss_max_before_bytes, cost.rss_max_after_bytes),
+            (Some(0.3), Some(50 << 20), Some(110 << 20))
+        );
+        assert!((cost.cpu_cores_outside.unwrap() - 0.1).abs() < 1e-12);
     }
 
     #[test]

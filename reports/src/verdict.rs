@@ -447,6 +447,7 @@ mod tests {
                 cpu_fraction_mean: Some(0.5),
                 memory_fraction_max: Some(0.1),
                 rss_growth_mib_per_10min: Some(0.2),
+                profiler: None,
                 cpu_us_per_request: Some(400.0),
                 ..ServerFigures::default()
             },

@@ -53,7 +53,7 @@ pub(crate) struct Perf {
     #[arg(long, conflicts_with = "instructions")]
     find_capacity: bool,
     /// With `--find-capacity`: the most steps a search takes.
-    #[arg(long, requires = "find_capacity", default_value_t = 10)]
+    #[arg(long, requires = "find_capacity", default_value_t = 12)]
     max_steps: usize,
 }
 
@@ -259,6 +259,12 @@ impl Perf {
             ("FWB__STORAGE__DATA_DIR".into(), temp.join("data").display().to_string()),
             ("FWB__SERVER__BIND".into(), format!("127.0.0.1:{port}")),
         ];
+        if self.find_capacity {
+            // Rate limits are policy, not capacity: a search measures what the service holds without them.
+            for limit in ["API", "DOWNLOAD", "UPLOAD"] {
+                env.push((format!("FWB__RATE_LIMIT__{limit}_PER_MINUTE"), "0".into()));
+            }
+        }
         match &backend {
             Backend::Embedded => {}
             Backend::External { database_url, redis_url } => {
