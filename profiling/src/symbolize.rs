@@ -173,32 +173,34 @@ struct Names {
 
 impl Names {
     fn resolve(&mut self, ip: u64) {
-        if !self.frames.contains_key(&ip) {
-            let names = self.lookup(ip);
-            let names = if names.is_empty() {
-                self.unnamed.insert(ip);
-                vec![self.unnamed(ip)]
-            } else {
-                names
-            };
-            self.frames.insert(ip, names);
+        if self.frames.contains_key(&ip) {
+            return;
         }
+        let code = self.code.iter().find(|c| (c.start..c.end).contains(&ip));
+        let names = code.map(|c| Self::lookup(&mut self.loaders, c, ip)).unwrap_or_default();
+        let names = if names.is_empty() {
+            self.unnamed.insert(ip);
+            vec![Self::unnamed(code, ip)]
+        } else {
+            names
+        };
+        self.frames.insert(ip, names);
     }
 
     /// A frame without a name: its file (as `[FILE]`, the vDSO has none on disk), or its address.
-    fn unnamed(&self, ip: u64) -> String {
-        match self.code.iter().find(|c| (c.start..c.end).contains(&ip)).and_then(|c| c.files.last()) {
+    fn unnamed(code: Option<&Code>, ip: u64) -> String {
+        match code.and_then(|c| c.files.last()) {
             Some(file) => format!("[{}]", file.file_name().map_or(file.as_os_str(), |n| n).to_string_lossy()),
             None => format!("{ip:#x}"),
         }
     }
 
-    fn lookup(&mut self, ip: u64) -> Vec<String> {
-        let Some(code) = self.code.iter().find(|c| (c.start..c.end).contains(&ip)) else { return Vec::new() };
+    /// The names at `ip` in `code`, from the first of its files that has them.
+    fn lookup(loaders: &mut HashMap<PathBuf, Option<addr2line::Loader>>, code: &Code, ip: u64) -> Vec<String> {
         // A return address points after its call: look up the call itself, as backtraces do.
         let probe = ip.wrapping_sub(code.bias).saturating_sub(1);
         for file in &code.files {
-            let loader = self.loaders.entry(file.clone()).or_insert_with(|| addr2line::Loader::new(file).ok());
+            let loader = loaders.entry(file.clone()).or_insert_with(|| addr2line::Loader::new(file).ok());
             if let Some(loader) = loader {
                 let names = Self::names_in(loader, probe);
                 if !names.is_empty() {

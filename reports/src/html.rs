@@ -386,15 +386,8 @@ pub fn report(
         },
         run.pacing.map_or("–".to_owned(), |p| format!("p50 {:.2} ms, p99 {:.2} ms", p.p50_ms, p.p99_ms)),
         run.server.profiler.map_or(String::new(), |p| format!(
-            "<p class=note>The CPU profile, taken from second {} to {} of the steady state, cost the service: \
-             {} cores while it was taken against {} outside; its largest resident set {} before, {} after (the \
-             profiler's sample table stays with the process). Its seconds are left out of the CPU per request.</p>",
-            p.from_s,
-            p.to_s,
-            cores(p.cpu_cores_during),
-            cores(p.cpu_cores_outside),
-            mib(p.rss_max_before_bytes),
-            mib(p.rss_max_after_bytes),
+            "<p class=note>{p}. The profiler's sample table stays with the process; its seconds are left out of the \
+             CPU per request.</p>"
         )),
     );
     body.push_str("<section><h2>CPU profile of the service</h2>");

@@ -32,21 +32,11 @@ pub struct Counts {
 
 impl Counts {
     pub fn read(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let counts: Counts = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        if counts.schema_version != SCHEMA_VERSION {
-            return Err(format!(
-                "{}: instruction counts schema version {} (this build reads {SCHEMA_VERSION})",
-                path.display(),
-                counts.schema_version
-            ));
-        }
-        Ok(counts)
+        crate::versioned::read(path, "instruction counts", SCHEMA_VERSION)
     }
 
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
-        std::fs::write(path, text + "\n")
+        crate::versioned::write(self, path)
     }
 }
 

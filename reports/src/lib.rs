@@ -15,6 +15,7 @@ pub mod instructions;
 pub mod render;
 pub mod stats;
 pub mod verdict;
+mod versioned;
 use serde::{Deserialize, Serialize};
 
 /// The version of the schema below, written into every summary.
@@ -130,23 +131,11 @@ pub struct Summary {
 
 impl Summary {
     pub fn read(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        // The version first: a summary of another version fails on its version, not on some field.
-        let version = value.get("schema_version").and_then(serde_json::Value::as_u64);
-        if version != Some(u64::from(SCHEMA_VERSION)) {
-            return Err(format!(
-                "{}: summary schema version {} (this build reads {SCHEMA_VERSION})",
-                path.display(),
-                version.map_or_else(|| "missing".to_owned(), |v| v.to_string())
-            ));
-        }
-        serde_json::from_value(value).map_err(|e| format!("{}: {e}", path.display()))
+        crate::versioned::read(path, "summary", SCHEMA_VERSION)
     }
 
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
-        std::fs::write(path, text + "\n")
+        crate::versioned::write(self, path)
     }
 }
 
@@ -353,6 +342,24 @@ impl ProfilerCost {
     }
 }
 
+/// One line for the tables and the report: where the profile was taken and what it cost the service.
+impl std::fmt::Display for ProfilerCost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cores = |c: Option<f64>| c.map_or("-".to_owned(), |c| format!("{c:.2}"));
+        let mib = |b: Option<u64>| b.map_or("-".to_owned(), |b| format!("{:.0} MiB", b as f64 / 1048576.0));
+        write!(
+            f,
+            "CPU profile (steady s {}–{}): service cpu {} cores while taken, {} outside; rss max {} before, {} after",
+            self.from_s,
+            self.to_s,
+            cores(self.cpu_cores_during),
+            cores(self.cpu_cores_outside),
+            mib(self.rss_max_before_bytes),
+            mib(self.rss_max_after_bytes),
+        )
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct ProcessFigures {
     /// CPU in cores (1.0 = one core busy), sampled once a second.
@@ -488,16 +495,7 @@ pub fn summary_table(s: &Summary) -> String {
         ratio(s.machine.cpu_busy_mean),
     );
     if let Some(p) = &s.server.profiler {
-        let _ = writeln!(
-            out,
-            "CPU profile (steady s {}–{}): service cpu {} cores while taken, {} outside; rss max {} before, {} after",
-            p.from_s,
-            p.to_s,
-            cores(p.cpu_cores_during),
-            cores(p.cpu_cores_outside),
-            mib(p.rss_max_before_bytes),
-            mib(p.rss_max_after_bytes),
-        );
+        let _ = writeln!(out, "{p}");
     }
     if let Some(p) = &s.pacing {
         let _ = writeln!(
