@@ -13,11 +13,11 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Class;
-use crate::verdict::Change;
+use crate::verdict::{Change, Outcome, Verdict};
+use crate::{Class, Summary};
 
 /// The version of [`Capacity`]'s schema.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// How far the capacity may drop from the baseline's when the scenario sets no `[targets.tolerance] capacity`.
 pub const DEFAULT_TOLERANCE: f64 = 0.20;
@@ -25,31 +25,45 @@ pub const DEFAULT_TOLERANCE: f64 = 0.20;
 /// How the rate is stepped.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Search {
-    /// The first rate tried: the scenario's own.
+    /// The scenario's own rate: the search never goes below it, and a failure there ends it with no capacity.
+    pub floor_rps: f64,
+    /// The first rate tried: the scenario's own, or just below a baseline's capacity (see [`Search::near`]).
     pub start_rps: f64,
-    /// Each passing step multiplies the rate by this.
+    /// Each passing step multiplies the rate by this; each failing step before any held divides it.
     pub factor: f64,
-    /// Steps between the highest rate held and the lowest failed, once one failed.
+    /// Steps between the highest rate held and the lowest failed, once both are known.
     pub refinements: u32,
     /// No search takes more steps than this, whatever happens.
     pub max_steps: usize,
 }
 
 impl Search {
+    /// A search that starts at the scenario's own rate `floor_rps`.
+    pub fn from_floor(floor_rps: f64, max_steps: usize) -> Self {
+        Search { floor_rps, start_rps: floor_rps, factor: 1.5, refinements: 2, max_steps }
+    }
+
+    /// Starts one step below `capacity_rps` (a baseline's), never below the floor: a search that is compared with
+    /// that baseline needs only the rates around it, so it takes about five steps instead of a dozen.
+    pub fn near(self, capacity_rps: f64) -> Self {
+        Search { start_rps: (capacity_rps / self.factor).max(self.floor_rps), ..self }
+    }
+
     /// The rate of the next step after `steps`, or `None` when the search is over.
     pub fn next(&self, steps: &[Step]) -> Option<f64> {
         if steps.len() >= self.max_steps {
             return None;
         }
-        let (held, failed) = bracket(steps);
-        match (held, failed) {
+        match bracket(steps) {
             (None, None) => Some(self.start_rps),
             (Some(held), None) => Some(held * self.factor),
-            // The scenario's own rate was not held: there is nothing to refine.
-            (None, Some(_)) => None,
+            // Nothing held yet: step down, until the scenario's own rate, which failing ends the search.
+            (None, Some(failed)) => (failed > self.floor_rps).then(|| (failed / self.factor).max(self.floor_rps)),
             (Some(held), Some(failed)) => {
-                let first_failure = steps.iter().position(|s| !s.passed).unwrap_or(steps.len());
-                let refined = steps.len() - first_failure - 1;
+                let bracketed = (1..=steps.len())
+                    .find(|&n| matches!(bracket(&steps[..n]), (Some(_), Some(_))))
+                    .unwrap_or(steps.len());
+                let refined = steps.len() - bracketed;
                 (refined < self.refinements as usize).then(|| (held * failed).sqrt())
             }
         }
@@ -81,6 +95,30 @@ pub struct Step {
     pub cpu_us_per_request: Option<f64>,
     /// The step's run folder, relative to the search's.
     pub run: String,
+}
+
+impl Step {
+    /// The step that ran at `rate_rps` with `users` in the folder `run`, from its summary and its verdict on the
+    /// scenario's targets alone.
+    pub fn from_run(rate_rps: f64, users: usize, run: String, summary: &Summary, verdict: &Verdict) -> Self {
+        Step {
+            rate_rps,
+            users,
+            passed: verdict.passed,
+            failed: verdict.checks.iter().filter(|c| c.outcome != Outcome::Pass).map(|c| c.name.clone()).collect(),
+            p95_ms: summary
+                .classes
+                .iter()
+                .filter(|(_, s)| s.count > 0)
+                .map(|(c, s)| (*c, s.corrected.p95_ms))
+                .collect(),
+            error_rate: summary.rate.error_rate,
+            succeeded_rps: summary.rate.achieved_rps,
+            service_cpu_cores: summary.server.process.cpu_cores_mean,
+            cpu_us_per_request: summary.server.cpu_us_per_request,
+            run,
+        }
+    }
 }
 
 /// A finished search, as `capacity.json` and a baseline keep it.
@@ -126,21 +164,11 @@ impl Capacity {
     }
 
     pub fn read(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let capacity: Capacity = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        if capacity.schema_version != SCHEMA_VERSION {
-            return Err(format!(
-                "{}: capacity schema version {} (this build reads {SCHEMA_VERSION})",
-                path.display(),
-                capacity.schema_version
-            ));
-        }
-        Ok(capacity)
+        crate::versioned::read(path, "capacity", SCHEMA_VERSION)
     }
 
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
-        std::fs::write(path, text + "\n")
+        crate::versioned::write(self, path)
     }
 
     /// The steps as a table, in the order they ran, and the result.
@@ -183,7 +211,7 @@ impl Capacity {
             (Some(c), false) => {
                 writeln!(out, "capacity: at least {c:.0} req/s (no rate failed within {} steps)", self.search.max_steps)
             }
-            (None, _) => writeln!(out, "capacity: below the scenario's own rate of {:.0} req/s", self.search.start_rps),
+            (None, _) => writeln!(out, "capacity: below the scenario's own rate of {:.0} req/s", self.search.floor_rps),
         };
         out
     }
@@ -206,6 +234,22 @@ impl Comparison {
     /// Whether the gate fails on it.
     pub fn fails(&self) -> bool {
         self.change == Change::Regressed || self.note.is_some()
+    }
+}
+
+/// "5126 req/s then, 4613 now (-10.0 %, tolerance 15 %): Steady", with the note when there is one.
+impl std::fmt::Display for Comparison {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rps = |v: Option<f64>| v.map_or("none".to_owned(), |v| format!("{v:.0}"));
+        write!(f, "{} req/s then, {} now", rps(self.baseline_rps), rps(self.current_rps))?;
+        if let Some(r) = self.relative {
+            write!(f, " ({:+.1} %, tolerance {:.0} %)", r * 100.0, self.tolerance * 100.0)?;
+        }
+        write!(f, ": {:?}", self.change)?;
+        match &self.note {
+            Some(note) => write!(f, " — {note}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -266,7 +310,7 @@ mod tests {
         }
     }
 
-    const SEARCH: Search = Search { start_rps: 200.0, factor: 1.5, refinements: 2, max_steps: 12 };
+    const SEARCH: Search = Search { floor_rps: 200.0, start_rps: 200.0, factor: 1.5, refinements: 2, max_steps: 12 };
 
     /// Runs the search against a deployment that holds every rate up to `limit`.
     fn search(limit: f64, s: Search) -> Vec<Step> {
@@ -297,6 +341,22 @@ mod tests {
         let c = Capacity::new("smoke".into(), "embedded".into(), None, SEARCH, 0.15, steps);
         assert_eq!((c.capacity_rps, c.bounded), (None, true));
         assert!(c.table().contains("below the scenario's own rate"), "{}", c.table());
+    }
+
+    #[test]
+    fn a_search_near_a_baseline_starts_below_it_and_steps_down_when_it_fails() {
+        let near = SEARCH.near(1000.0);
+        let rates = |limit| search(limit, near).iter().map(|s| s.rate_rps.round()).collect::<Vec<f64>>();
+        // Unchanged: 667 held, 1000 held, 1500 failed; √(1000·1500) = 1225 failed, √(1000·1225) = 1107 failed.
+        assert_eq!(rates(1050.0), vec![667.0, 1000.0, 1500.0, 1225.0, 1107.0]);
+        // Halved: 667 failed, 444 held, then refined between them.
+        assert_eq!(rates(500.0), vec![667.0, 444.0, 544.0, 492.0]);
+        // Far below: down to the floor, whose failure ends the search with no capacity.
+        assert_eq!(rates(100.0), vec![667.0, 444.0, 296.0, 200.0]);
+        let c = Capacity::new("smoke".into(), "embedded".into(), None, near, 0.15, search(100.0, near));
+        assert_eq!(c.capacity_rps, None);
+        // Never below the floor, even from a baseline below it.
+        assert_eq!(SEARCH.near(250.0).start_rps, 200.0);
     }
 
     #[test]

@@ -355,7 +355,16 @@ impl Perf {
         use fwb_reports::capacity::{self, Capacity, Search, Step};
         let base_users = scenario_value(&self.scenario, "users")?;
         let base_rate = scenario_value(&self.scenario, "rate")?;
-        let search = Search { start_rps: base_rate, factor: 1.5, refinements: 2, max_steps: self.max_steps };
+        let baseline = self.baseline.as_deref().map(Capacity::read).transpose().map_err(anyhow::Error::msg)?;
+        let mut search = Search::from_floor(base_rate, self.max_steps);
+        // Compared with a baseline of the same scenario and backend, only the rates around its capacity matter.
+        if let Some(rps) = baseline
+            .as_ref()
+            .filter(|b| b.scenario == scenario_name && b.backend == started.backend.label())
+            .and_then(|b| b.capacity_rps)
+        {
+            search = search.near(rps);
+        }
         let mut steps: Vec<Step> = Vec::new();
         let mut tolerance = None;
         let begun = Instant::now();
@@ -376,28 +385,7 @@ impl Perf {
             let verdict = verdict::judge(&summary, None);
             std::fs::write(dir.join("verdict.json"), serde_json::to_string_pretty(&verdict)? + "\n")?;
             tolerance = summary.targets.tolerance.as_ref().and_then(|t| t.capacity).or(tolerance);
-            steps.push(Step {
-                rate_rps: rate,
-                users,
-                passed: verdict.passed,
-                failed: verdict
-                    .checks
-                    .iter()
-                    .filter(|c| c.outcome != verdict::Outcome::Pass)
-                    .map(|c| c.name.clone())
-                    .collect(),
-                p95_ms: summary
-                    .classes
-                    .iter()
-                    .filter(|(_, s)| s.count > 0)
-                    .map(|(c, s)| (*c, s.corrected.p95_ms))
-                    .collect(),
-                error_rate: summary.rate.error_rate,
-                succeeded_rps: summary.rate.achieved_rps,
-                service_cpu_cores: summary.server.process.cpu_cores_mean,
-                cpu_us_per_request: summary.server.cpu_us_per_request,
-                run,
-            });
+            steps.push(Step::from_run(rate, users, run, &summary, &verdict));
         }
         if let Some(mut service) = started.cleanup.service.take() {
             stop(&mut service, Duration::from_secs(15));
@@ -413,27 +401,14 @@ impl Perf {
         );
         found.write(&out.join("capacity.json"))?;
         let mut text = found.table();
-        let comparison = match &self.baseline {
-            Some(path) => {
-                let base = Capacity::read(path).map_err(anyhow::Error::msg)?;
-                let c = capacity::compare(&found, &base);
-                text += &format!(
-                    "against {}: {} req/s then, {} now{}: {:?}{}\n",
-                    path.display(),
-                    c.baseline_rps.map_or("none".into(), |v| format!("{v:.0}")),
-                    c.current_rps.map_or("none".into(), |v| format!("{v:.0}")),
-                    c.relative.map_or(String::new(), |r| format!(
-                        " ({:+.1} %, tolerance {:.0} %)",
-                        r * 100.0,
-                        c.tolerance * 100.0
-                    )),
-                    c.change,
-                    c.note.as_ref().map_or(String::new(), |n| format!(" — {n}"))
-                );
+        let comparison = match (&self.baseline, &baseline) {
+            (Some(path), Some(base)) => {
+                let c = capacity::compare(&found, base);
+                text += &format!("against {}: {c}\n", path.display());
                 std::fs::write(out.join("capacity-verdict.json"), serde_json::to_string_pretty(&c)? + "\n")?;
                 Some(c)
             }
-            None => None,
+            _ => None,
         };
         std::fs::write(out.join("capacity.txt"), &text)?;
         println!();
@@ -444,11 +419,7 @@ impl Perf {
             return Err(GateFailed.into());
         }
         if let Some(c) = comparison.filter(capacity::Comparison::fails) {
-            eprintln!(
-                "FAIL capacity: {:?} against the baseline{}",
-                c.change,
-                c.note.map(|n| format!(" ({n})")).unwrap_or_default()
-            );
+            eprintln!("FAIL capacity against the baseline: {c}");
             return Err(GateFailed.into());
         }
         Ok(())
