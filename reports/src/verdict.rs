@@ -580,12 +580,16 @@ mod tests {
         baseline.classes.insert(Class::Api, stats(Class::Api, 5.0));
         let mut run = baseline.clone();
         scale_windows(&mut run, Class::Api, 2.0);
-        let v = judge(&run, Some(&baseline));
-        assert!(!v.passed, "{}", v.table());
-        let failures = v.failures();
-        assert_eq!(failures.len(), 1, "{failures:?}");
-        assert!(failures[0].starts_with("FAIL api p95 latency (median of windows) regressed"), "{failures:?}");
-        assert!(failures[0].contains("with 95 % confidence"), "{failures:?}");
+        // The test's tolerance and the shipped scenarios' (50 %, the CI machine's run-to-run noise).
+        for p95 in [0.15, 0.50] {
+            run.targets.tolerance.as_mut().unwrap().p95 = p95;
+            let v = judge(&run, Some(&baseline));
+            assert!(!v.passed, "{}", v.table());
+            let failures = v.failures();
+            assert_eq!(failures.len(), 1, "{failures:?}");
+            assert!(failures[0].starts_with("FAIL api p95 latency (median of windows) regressed"), "{failures:?}");
+            assert!(failures[0].contains("with 95 % confidence"), "{failures:?}");
+        }
     }
 
     #[test]
