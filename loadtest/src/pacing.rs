@@ -285,18 +285,19 @@ impl Engine {
             }
             None => Delay::new(due),
         };
-        match delay {
+        let waited = match delay {
             Ok(mut delay) => {
-                if (&mut delay).await.is_ok()
-                    && let Some(slot) = slot
-                {
+                let waited = (&mut delay).await.is_ok();
+                if waited && let Some(slot) = slot {
                     *slot.lock().unwrap() = Some(delay);
                 }
+                waited
             }
-            // No file descriptor left for a timer: tokio's, a millisecond coarser, rather than no pacing.
-            Err(_) => tokio::time::sleep_until(due.into()).await,
-        }
-        if Instant::now() < due {
+            Err(_) => false,
+        };
+        // No file descriptor left for a timer, or the timer failed: tokio's, a millisecond coarser, rather than no
+        // pacing.
+        if !waited {
             tokio::time::sleep_until(due.into()).await;
         }
     }
