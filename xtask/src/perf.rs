@@ -53,7 +53,7 @@ pub(crate) struct Perf {
     #[arg(long, conflicts_with = "instructions")]
     find_capacity: bool,
     /// With `--find-capacity`: the most steps a search takes.
-    #[arg(long, requires = "find_capacity", default_value_t = 12)]
+    #[arg(long, requires = "find_capacity", default_value_t = 16)]
     max_steps: usize,
 }
 
