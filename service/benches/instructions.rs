@@ -11,8 +11,9 @@
 //! inside [`counted_poll`]. The runtime's scheduling, the other tasks it polls meanwhile (the audit writer, the
 //! key poller), the waits, the SQLite connection's worker thread and the blocking pool (file reads and writes)
 //! depend on timing, not on the code under test, and are left out: counted with them, the same build's counts
-//! moved by up to 10 % from run to run. What is left to vary — a key's trust renewed or not, a timestamp's digits —
-//! is a small part of one request, and a smaller one of eight.
+//! moved by up to 10 % from run to run. What is left to vary (up to ~2 % a round) comes with the process, not the
+//! timing: each bench is a new process with new hash seeds and a new allocator state, so the cache's lookups and
+//! `malloc` take slightly different paths through the same requests.
 
 use std::future::Future;
 use std::hint::black_box;

@@ -16,23 +16,39 @@ pub(crate) const BASELINE: &str = "reports/baselines/instructions.json";
 
 /// Runs the benches `rounds` times, takes each path's median, writes `instructions.json` (and the table) into
 /// `out`, compares with `baseline`; with `write_baseline`, the counts replace the baseline instead (keeping its
-/// tolerance).
+/// tolerance). With `only_path`, only that path is counted, compared or replaced.
 ///
-/// One round's count of a path moves by up to about 2 % from run to run (what the runtime and the caches do
-/// depends a little on timing even inside the request); the median of three moved by at most 1.4 % from the
-/// median of five (see the baselines README), well inside the 3 % tolerance.
-pub(crate) fn run(sh: &Shell, out: &Path, baseline: &Path, write_baseline: bool, rounds: usize) -> anyhow::Result<()> {
+/// One round's count of a path moves by up to about 2 % from run to run: each bench is a new process, whose hash
+/// seeds (the cache's and the maps') and allocator state differ, so the same requests probe and allocate a little
+/// differently. The median of three of unchanged code moved by up to +3.06 % from the baseline's median of five
+/// on a second machine (see the baselines README), inside the 5 % tolerance.
+pub(crate) fn run(
+    sh: &Shell,
+    out: &Path,
+    baseline: &Path,
+    write_baseline: bool,
+    rounds: usize,
+    only_path: Option<&str>,
+) -> anyhow::Result<()> {
     check_tools(sh)?;
     anyhow::ensure!(rounds >= 1, "--rounds must be at least 1");
     let started = std::time::Instant::now();
+    let filter = only_path.map(|name| format!("*::{name}"));
+    let mut args = vec!["bench", "-p", "filewallball", "--bench", "instructions", "--", "--save-summary=json"];
+    args.extend(filter.as_deref());
     let mut per_round = Vec::new();
     for round in 1..=rounds {
         let home = out.join(format!("gungraun/round-{round}"));
-        crate::cargo(sh, &["bench", "-p", "filewallball", "--bench", "instructions", "--", "--save-summary=json"])
+        crate::cargo(sh, &args)
             .env("GUNGRAUN_HOME", &home)
             .run()
             .context("counting instructions (cargo bench --bench instructions)")?;
-        per_round.push(read_counts(&home)?);
+        if let Some(name) = only_path {
+            // gungraun writes nothing when its filter matched no bench.
+            anyhow::ensure!(home.exists(), "no request path is named {name:?} (see service/benches/instructions.rs)");
+        }
+        let counts = read_counts(&home)?;
+        per_round.push(counts);
     }
     let counted = medians(&per_round);
     eprintln!(
@@ -53,13 +69,22 @@ pub(crate) fn run(sh: &Shell, out: &Path, baseline: &Path, write_baseline: bool,
         counts: counted,
     };
     if write_baseline {
-        current.write(baseline)?;
+        let mut written = current.clone();
+        if let (Some(_), Ok(base)) = (only_path, &base) {
+            // One path re-counted: the others keep their counts.
+            written.counts = base.counts.clone();
+            written.counts.extend(current.counts.clone());
+        }
+        written.write(baseline)?;
         println!("{}", serde_json::to_string_pretty(&current.counts)?);
         println!("wrote {}", baseline.display());
         return Ok(());
     }
 
-    let base = base.map_err(anyhow::Error::msg)?;
+    let mut base = base.map_err(anyhow::Error::msg)?;
+    if only_path.is_some() {
+        base.counts.retain(|name, _| current.counts.contains_key(name));
+    }
     let comparison = instructions::compare(&base, &current.counts, &current.rustc);
     current.write(&out.join("instructions.json"))?;
     std::fs::write(out.join("instructions-verdict.json"), serde_json::to_string_pretty(&comparison)? + "\n")?;
@@ -76,8 +101,9 @@ pub(crate) fn run(sh: &Shell, out: &Path, baseline: &Path, write_baseline: bool,
     Err(crate::perf::GateFailed.into())
 }
 
-/// For a first baseline: over twice the largest move of a median of three rounds measured here.
-const DEFAULT_TOLERANCE: f64 = 0.03;
+/// For a first baseline: the committed one's, over the largest move of a median of three rounds of unchanged code
+/// seen on two machines (+3.06 %).
+const DEFAULT_TOLERANCE: f64 = 0.05;
 
 /// Each path's median over the rounds that counted it (the lower middle of an even count).
 fn medians(rounds: &[BTreeMap<String, u64>]) -> BTreeMap<String, u64> {

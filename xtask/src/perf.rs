@@ -47,6 +47,10 @@ pub(crate) struct Perf {
     /// With `--instructions`: rounds of counting; each path's median is compared.
     #[arg(long, requires = "instructions", default_value_t = 3)]
     rounds: usize,
+    /// With `--instructions`: count only this path (`metadata_get`, …) and compare only it; with
+    /// `--write-baseline`, only its count is replaced.
+    #[arg(long = "path", requires = "instructions", value_name = "NAME")]
+    only_path: Option<String>,
     /// Instead of one run: step the scenario's rate up (×1.5, then two refinements between the highest rate
     /// held and the lowest failed) against one service on one data set, each step judged on the scenario's
     /// targets, and report the highest rate held; `--baseline` is then a capacity.json.
@@ -211,7 +215,14 @@ impl Perf {
                 }
                 None => crate::run_dir(sh, "instructions")?,
             };
-            return crate::instructions::run(sh, &out, &baseline, self.write_baseline, self.rounds);
+            return crate::instructions::run(
+                sh,
+                &out,
+                &baseline,
+                self.write_baseline,
+                self.rounds,
+                self.only_path.as_deref(),
+            );
         }
         let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
         let scenario_name = scenario_name_of(&self.scenario)?;
