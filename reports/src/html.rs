@@ -346,7 +346,7 @@ pub fn report(
     }
     let _ = write!(
         body,
-        "<p class=note>The cache-hit target judges the data families together ({}); the permission cache \
+        "</table><p class=note>The cache-hit target judges the data families together ({}); the permission cache \
          (<code>user_perm</code>) is shown apart.</p></section>",
         crate::DATA_FAMILIES.join(", ")
     );
@@ -453,6 +453,20 @@ fn pairs(points: &[[f64; 2]]) -> Vec<(f64, f64)> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_element_the_report_opens_it_closes() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("baselines");
+        let run = crate::Summary::read(&dir.join("smoke-embedded.json")).unwrap();
+        let base = crate::Summary::read(&dir.join("peak-external.json")).unwrap();
+        let verdict = crate::verdict::judge(&run, Some(&base));
+        let html = super::report(&run, &verdict, Some(&base), Some(Ok("flamegraph-diff.svg")));
+        for tag in ["table", "section", "figure", "svg", "p", "tr"] {
+            let opened = html.matches(&format!("<{tag}>")).count() + html.matches(&format!("<{tag} ")).count();
+            let closed = html.matches(&format!("</{tag}>")).count();
+            assert_eq!(opened, closed, "<{tag}> opened {opened} times, closed {closed}");
+        }
+    }
+
     #[test]
     fn ticks_are_round_and_cover_the_maximum() {
         assert_eq!(super::ticks(95.0), vec![0.0, 50.0, 100.0]);
