@@ -1,9 +1,12 @@
-//! The metadata store: users, API keys, files, tags and blob reference counts.
+//! The metadata store: users and API keys, files with their tags and blob reference counts, share links, and
+//! the audit log.
 //!
-//! [`MetaStore`] is the interface every backend implements (SQLite now, PostgreSQL next);
-//! the rest of the service only ever holds an `Arc<dyn MetaStore>`.
+//! Each is a trait of its own ([`UserStore`], [`FileStore`], [`ShareStore`], [`AuditStore`]), so a part of the
+//! service asks for what it uses; [`MetaStore`] is all of them, which the application state holds. Both backends,
+//! SQLite (embedded) and PostgreSQL, implement them from one set of statements in [`sql`].
 
 pub(crate) mod postgres;
+mod sql;
 pub(crate) mod sqlite;
 
 use std::sync::Arc;
@@ -11,13 +14,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::{Database, Encode, QueryBuilder, Type};
 use uuid::Uuid;
 
 use crate::domain::audit::{AuditEntry, AuditEvent, AuditQuery, DayStats};
-use crate::domain::{
-    ApiKey, CursorValue, FileMeta, FilePatch, FileQuery, NewFile, Role, ShareLink, SortKey, SortOrder, ThumbState, User,
-};
+use crate::domain::{ApiKey, FileMeta, FilePatch, FileQuery, NewFile, Role, ShareLink, ThumbState, User};
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DbError {
@@ -108,16 +108,12 @@ pub(crate) struct UserPatch {
 }
 
 #[async_trait]
-pub(crate) trait MetaStore: Send + Sync + 'static {
-    /// A round trip to the database, for readiness.
-    async fn ping(&self) -> Result<(), DbError>;
-
+pub(crate) trait UserStore: Send + Sync + 'static {
     async fn create_user(&self, user: &NewUser) -> Result<User, DbError>;
     async fn get_user(&self, id: Uuid) -> Result<Option<User>, DbError>;
     async fn list_users(&self) -> Result<Vec<User>, DbError>;
     /// Changes a user's role, quota or disabled state; `None` when there is no such user.
     async fn update_user(&self, id: Uuid, patch: &UserPatch) -> Result<Option<User>, DbError>;
-
     async fn create_api_key(&self, user_id: Uuid, key_hash: &str, prefix: &str) -> Result<ApiKey, DbError>;
     async fn list_api_keys(&self, user_id: Uuid) -> Result<Vec<ApiKey>, DbError>;
     /// Marks a key revoked; `false` when the user has no such live key.
@@ -125,7 +121,11 @@ pub(crate) trait MetaStore: Send + Sync + 'static {
     /// The enabled user owning the live key with this hash.
     async fn authenticate(&self, key_hash: &str) -> Result<Option<(User, ApiKey)>, DbError>;
     async fn touch_api_key(&self, key_id: Uuid, at: DateTime<Utc>) -> Result<(), DbError>;
+}
 
+/// Files, their tags, and the reference counts of the blobs they point at.
+#[async_trait]
+pub(crate) trait FileStore: Send + Sync + 'static {
     /// Inserts the file row and its tags and takes a reference on its blob, in one transaction.
     async fn insert_file(&self, file: &NewFile) -> Result<FileMeta, DbError>;
     /// A file by id, deleted or not.
@@ -155,6 +155,24 @@ pub(crate) trait MetaStore: Send + Sync + 'static {
     /// Sets a blob's reference count to the files that refer to it, removing the row when none do;
     /// returns the new count.
     async fn recount_blob(&self, content_hash: &str) -> Result<i64, DbError>;
+    /// A page of files, `limit + 1` rows at most so the caller knows whether another page follows.
+    async fn list_files(&self, query: &FileQuery) -> Result<Vec<FileMeta>, DbError>;
+}
+
+#[async_trait]
+pub(crate) trait ShareStore: Send + Sync + 'static {
+    async fn create_share(&self, link: &ShareLink) -> Result<(), DbError>;
+    async fn get_share(&self, id: Uuid) -> Result<Option<ShareLink>, DbError>;
+    async fn list_shares(&self, file_id: Uuid) -> Result<Vec<ShareLink>, DbError>;
+    /// Marks a link revoked; `false` when there is no such live link.
+    async fn revoke_share(&self, id: Uuid, at: DateTime<Utc>) -> Result<bool, DbError>;
+    /// Counts one download if the link is live (not revoked, not expired, downloads left); `false` otherwise.
+    async fn use_share(&self, id: Uuid, now: DateTime<Utc>) -> Result<bool, DbError>;
+}
+
+/// The audit log and the daily figures drawn from it.
+#[async_trait]
+pub(crate) trait AuditStore: Send + Sync + 'static {
     /// Deletes up to `limit` audit rows older than `before`; returns how many went.
     async fn prune_audit(&self, before: DateTime<Utc>, limit: u32) -> Result<u64, DbError>;
     /// Writes a batch of audit events in one statement.
@@ -168,139 +186,11 @@ pub(crate) trait MetaStore: Send + Sync + 'static {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<DayStats, DbError>;
-
-    async fn create_share(&self, link: &ShareLink) -> Result<(), DbError>;
-    async fn get_share(&self, id: Uuid) -> Result<Option<ShareLink>, DbError>;
-    async fn list_shares(&self, file_id: Uuid) -> Result<Vec<ShareLink>, DbError>;
-    /// Marks a link revoked; `false` when there is no such live link.
-    async fn revoke_share(&self, id: Uuid, at: DateTime<Utc>) -> Result<bool, DbError>;
-    /// Counts one download if the link is live (not revoked, not expired, downloads left); `false` otherwise.
-    async fn use_share(&self, id: Uuid, now: DateTime<Utc>) -> Result<bool, DbError>;
-
-    /// A page of files, `limit + 1` rows at most so the caller knows whether another page follows.
-    async fn list_files(&self, query: &FileQuery) -> Result<Vec<FileMeta>, DbError>;
 }
 
-/// Appends the audit filters, keyset condition, order and limit to `b` (which ends in `WHERE `).
-pub(crate) fn push_audit_query<DB, T>(b: &mut QueryBuilder<DB>, q: &AuditQuery, time: impl Fn(DateTime<Utc>) -> T)
-where
-    DB: Database,
-    T: for<'q> Encode<'q, DB> + Type<DB>,
-    i64: for<'q> Encode<'q, DB> + Type<DB>,
-    String: for<'q> Encode<'q, DB> + Type<DB>,
-    Uuid: for<'q> Encode<'q, DB> + Type<DB>,
-{
-    b.push("1 = 1");
-    if let Some(user) = q.user_id {
-        b.push(" AND user_id = ").push_bind(user);
-    }
-    if let Some(action) = &q.action {
-        b.push(" AND action = ").push_bind(action.clone());
-    }
-    if let Some(ip) = &q.ip_address {
-        b.push(" AND ip_address = ").push_bind(ip.clone());
-    }
-    if let Some(from) = q.from {
-        b.push(" AND timestamp >= ").push_bind(time(from));
-    }
-    if let Some(to) = q.to {
-        b.push(" AND timestamp < ").push_bind(time(to));
-    }
-    if let Some(before) = q.before_id {
-        b.push(" AND id < ").push_bind(before);
-    }
-    b.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(q.limit) + 1);
-}
-
-/// Appends the listing's filters, keyset condition, order and limit to `b` (which ends in `WHERE `),
-/// the same SQL on every backend; `time` encodes a timestamp the way the backend stores it.
-pub(crate) fn push_list_query<DB, T>(
-    b: &mut QueryBuilder<DB>,
-    q: &FileQuery,
-    time: impl Fn(DateTime<Utc>) -> T,
-    name_contains: impl Fn(&mut QueryBuilder<DB>, &str),
-) -> Result<(), DbError>
-where
-    DB: Database,
-    T: for<'q> Encode<'q, DB> + Type<DB>,
-    i64: for<'q> Encode<'q, DB> + Type<DB>,
-    String: for<'q> Encode<'q, DB> + Type<DB>,
-    Uuid: for<'q> Encode<'q, DB> + Type<DB>,
-{
-    b.push(if q.deleted { "f.deleted_at IS NOT NULL" } else { "f.deleted_at IS NULL" });
-    if let Some(owner) = q.owner_id {
-        b.push(" AND f.user_id = ").push_bind(owner);
-    }
-    if let Some(reader) = q.readable_by {
-        b.push(" AND (f.user_id = ").push_bind(reader).push(" OR f.visibility = 'public')");
-    }
-    if let Some(needle) = &q.name_contains {
-        b.push(" AND ");
-        name_contains(b, needle);
-    }
-    if let Some(prefix) = &q.mime_prefix {
-        // A range scan on the mime_type index (bytewise order): [prefix, prefix + U+10FFFF).
-        b.push(" AND f.mime_type >= ").push_bind(prefix.clone());
-        b.push(" AND f.mime_type < ").push_bind(format!("{prefix}\u{10FFFF}"));
-    }
-    if let Some(tag) = &q.tag {
-        b.push(" AND EXISTS (SELECT 1 FROM file_tags t WHERE t.file_id = f.id AND t.tag = ").push_bind(tag.clone());
-        b.push(")");
-    }
-    if let Some(min) = q.min_size {
-        b.push(" AND f.file_size >= ").push_bind(min);
-    }
-    if let Some(max) = q.max_size {
-        b.push(" AND f.file_size <= ").push_bind(max);
-    }
-    if let Some(from) = q.from {
-        b.push(" AND f.upload_time >= ").push_bind(time(from));
-    }
-    if let Some(to) = q.to {
-        b.push(" AND f.upload_time < ").push_bind(time(to));
-    }
-    let column = match q.sort {
-        SortKey::UploadTime => "f.upload_time",
-        SortKey::Name => "f.name",
-        SortKey::Size => "f.file_size",
-    };
-    let (cmp, dir) = match q.order {
-        SortOrder::Asc => (">", "ASC"),
-        SortOrder::Desc => ("<", "DESC"),
-    };
-    if let Some(after) = &q.after {
-        b.push(format_args!(" AND ({column}, f.id) {cmp} ("));
-        match (&after.value, q.sort) {
-            (CursorValue::Int(us), SortKey::UploadTime) => {
-                let at = DateTime::from_timestamp_micros(*us).ok_or_else(|| DbError::Corrupt("cursor time".into()))?;
-                b.push_bind(time(at))
-            }
-            (CursorValue::Int(v), _) => b.push_bind(*v),
-            (CursorValue::Text(v), _) => b.push_bind(v.clone()),
-        };
-        b.push(", ").push_bind(after.id).push(")");
-    }
-    b.push(format_args!(" ORDER BY {column} {dir}, f.id {dir} LIMIT ")).push_bind(i64::from(q.limit) + 1);
-    Ok(())
-}
-
-/// The day's totals from the audit log; PostgreSQL needs its sums cast back from NUMERIC.
-pub(crate) fn day_totals_sql(numbered_params: bool) -> String {
-    let (from, to) = if numbered_params { ("$1", "$2") } else { ("?", "?") };
-    let upload = "action = 'file.upload' AND status = 201";
-    let download = "action IN ('file.download', 'share.download') AND status IN (200, 206)";
-    format!(
-        "SELECT CAST(COALESCE(SUM(CASE WHEN {upload} THEN 1 ELSE 0 END), 0) AS BIGINT), \
-         CAST(COALESCE(SUM(CASE WHEN {download} THEN 1 ELSE 0 END), 0) AS BIGINT), \
-         CAST(COALESCE(SUM(CASE WHEN {upload} THEN bytes ELSE 0 END), 0) AS BIGINT), \
-         CAST(COALESCE(SUM(CASE WHEN {download} THEN bytes ELSE 0 END), 0) AS BIGINT), \
-         COUNT(DISTINCT user_id) \
-         FROM audit_logs WHERE timestamp >= {from} AND timestamp < {to}"
-    )
-}
-
-/// `needle` as a LIKE pattern matching it anywhere, with LIKE's wildcards escaped by `\\`.
-pub(crate) fn contains_pattern(needle: &str) -> String {
-    let escaped = needle.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-    format!("%{escaped}%")
+/// The whole store, as the application state holds it.
+#[async_trait]
+pub(crate) trait MetaStore: UserStore + FileStore + ShareStore + AuditStore {
+    /// A round trip to the database, for readiness.
+    async fn ping(&self) -> Result<(), DbError>;
 }
