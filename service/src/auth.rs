@@ -11,19 +11,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::extract::FromRequestParts;
 use base64::Engine as _;
 use chrono::Utc;
-use http::request::Parts;
 use rand::RngCore as _;
 use tokio::sync::RwLock;
 use uuid::Uuid;
 
-use crate::audit::ClientIp;
 use crate::cache::{Cache, Family};
-use crate::db::MetaStore;
+use crate::db::UserStore;
 use crate::domain::{Caller, User};
-use crate::http::{ApiError, AppState};
+use crate::error::ApiError;
+use crate::state::AppState;
 
 const KEY_PREFIX: &str = "fwb_";
 /// Characters of the key kept in clear (after `fwb_`) to tell keys apart in listings.
@@ -214,18 +212,8 @@ pub(crate) async fn keys_changed(state: &AppState) {
     state.cache.bump_generation(AUTH_GENERATION).await;
 }
 
-fn bearer(parts: &Parts) -> Result<&str, ApiError> {
-    let value = parts.headers.get(http::header::AUTHORIZATION).ok_or(ApiError::Unauthorized("missing-api-key"))?;
-    let value = value.to_str().map_err(|_| ApiError::Unauthorized("invalid-authorization"))?;
-    let (scheme, token) = value.split_once(' ').ok_or(ApiError::Unauthorized("invalid-authorization"))?;
-    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(ApiError::Unauthorized("invalid-authorization"));
-    }
-    Ok(token.trim())
-}
-
 /// The user's role and state through `user:perm:{user_id}`.
-async fn permissions(cache: &Cache, db: &Arc<dyn MetaStore>, user_id: Uuid) -> Result<Option<User>, ApiError> {
+async fn permissions(cache: &Cache, db: &dyn UserStore, user_id: Uuid) -> Result<Option<User>, ApiError> {
     Ok(cache.get_or_load_json(Family::UserPerm, &user_id.to_string(), async || db.get_user(user_id).await).await?)
 }
 
@@ -245,21 +233,6 @@ fn touch(state: &AppState, key: &CachedKey) {
     });
 }
 
-/// The caller when the request presents a key: `Ok(None)` without one, an error for a bad one. The caller is
-/// left in the request's extensions for the handler's extractor. The flag says the key came from the database
-/// (its first use in a while) rather than from the key cache.
-pub(crate) async fn caller_if_presented(
-    state: &AppState,
-    parts: &mut Parts,
-) -> Result<Option<(Caller, bool)>, ApiError> {
-    if !parts.headers.contains_key(http::header::AUTHORIZATION) {
-        return Ok(None);
-    }
-    let (caller, fresh) = authenticate(state, parts).await?;
-    parts.extensions.insert(caller.clone());
-    Ok(Some((caller, fresh)))
-}
-
 /// Whether a token has the shape of our keys: `fwb_` and [`KEY_CHARS`] characters of base64url.
 fn well_formed(token: &str) -> bool {
     token.strip_prefix(KEY_PREFIX).is_some_and(|rest| {
@@ -270,10 +243,16 @@ fn well_formed(token: &str) -> bool {
 /// Who the request's key belongs to. A key this instance knows is checked without the database; anything
 /// else is refused as cheaply as it can be, and a client address refused too often in a minute is answered
 /// 429 before its key is even looked at, so a flood of bad keys costs neither lookups nor audit rows.
-async fn authenticate(state: &AppState, parts: &Parts) -> Result<(Caller, bool), ApiError> {
-    let client = parts.extensions.get::<ClientIp>().and_then(|c| c.0);
+///
+/// `token` is the bearer token the request presented, or why it presented none that can be read; `client` is
+/// the client's address. The flag says the key came from the database (its first use in a while) rather than
+/// from the key cache.
+pub(crate) async fn authenticate(
+    state: &AppState,
+    client: Option<IpAddr>,
+    token: Result<&str, ApiError>,
+) -> Result<(Caller, bool), ApiError> {
     let keys = &state.keys;
-    let token = bearer(parts);
     let hash = token.as_ref().ok().filter(|t| well_formed(t)).map(|t| hash_key(t));
     let cached = match &hash {
         Some(hash) if keys.trusted() => keys.entries.get(hash).await,
@@ -315,23 +294,10 @@ async fn authenticate(state: &AppState, parts: &Parts) -> Result<(Caller, bool),
         }
     };
     touch(state, &key);
-    let user = permissions(&state.cache, &state.db, key.user_id).await?;
+    let user = permissions(&state.cache, state.db.as_ref(), key.user_id).await?;
     match user {
         Some(user) if user.disabled_at.is_none() => Ok((Caller { user, key_id: key.key_id }, fresh)),
         _ => Err(keys.refuse(client, Refusal::LookedUp, invalid()).await),
-    }
-}
-
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        if let Some(caller) = parts.extensions.get::<Caller>() {
-            return Ok(caller.clone());
-        }
-        let (caller, _) = authenticate(state, parts).await?;
-        parts.extensions.insert(caller.clone());
-        Ok(caller)
     }
 }
 

@@ -40,7 +40,7 @@ pub struct ServerConfig {
     /// How long in-flight requests may run after SIGTERM/SIGINT before the process exits anyway.
     pub shutdown_timeout_secs: u64,
     /// Proxies (IPs or CIDR blocks) whose `X-Forwarded-For` is believed when telling the client's address.
-    pub trusted_proxies: Vec<String>,
+    pub trusted_proxies: TrustedProxies,
     /// Connections open at once; one more is answered 503 and closed without being read.
     pub max_connections: usize,
     /// How long a connection may take to send a complete request head, counted from when it starts waiting
@@ -61,7 +61,7 @@ impl Default for ServerConfig {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             shutdown_timeout_secs: 30,
-            trusted_proxies: Vec::new(),
+            trusted_proxies: TrustedProxies::default(),
             // Well under the descriptor limit a service is usually given (this machine's is 20 000), leaving
             // room for blobs, the database pool and Redis.
             max_connections: 8192,
@@ -378,9 +378,6 @@ impl Config {
         if !(redis.is_empty() || redis.starts_with("redis://") || redis.starts_with("rediss://")) {
             return bad("cache.redis_url", "must start with redis:// or rediss://");
         }
-        if let Err(why) = crate::audit::parse_proxies(&self.server.trusted_proxies) {
-            return bad("server.trusted_proxies", &why);
-        }
         for origin in &self.cors.allowed_origins {
             let valid = (origin.starts_with("https://") || origin.starts_with("http://"))
                 && !origin.ends_with('/')
@@ -440,6 +437,38 @@ fn toml_string(config: &Config) -> String {
 
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or_default().to_owned()
+}
+
+/// `server.trusted_proxies`: IP addresses or CIDR blocks, parsed when the configuration is read.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(try_from = "Vec<String>", into = "Vec<String>")]
+pub struct TrustedProxies(Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    /// Whether `ip` is one of the trusted proxies.
+    pub fn contains(&self, ip: &std::net::IpAddr) -> bool {
+        self.0.iter().any(|net| net.contains(ip))
+    }
+}
+
+impl TryFrom<Vec<String>> for TrustedProxies {
+    type Error = String;
+    fn try_from(list: Vec<String>) -> Result<Self, String> {
+        list.iter()
+            .map(|s| {
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("{s:?} is not an IP address or CIDR block"))
+            })
+            .collect::<Result<_, _>>()
+            .map(TrustedProxies)
+    }
+}
+
+impl From<TrustedProxies> for Vec<String> {
+    fn from(proxies: TrustedProxies) -> Self {
+        proxies.0.iter().map(ToString::to_string).collect()
+    }
 }
 
 #[cfg(test)]

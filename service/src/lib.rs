@@ -12,6 +12,7 @@ mod cache;
 pub mod config;
 mod db;
 mod domain;
+mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod http;
@@ -19,7 +20,9 @@ mod maintenance;
 mod media;
 mod ratelimit;
 mod serve;
+mod share_token;
 pub mod startup;
+mod state;
 pub mod telemetry;
 
 pub use config::Config;

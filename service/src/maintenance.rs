@@ -12,9 +12,10 @@ use std::time::{Duration, SystemTime};
 
 use chrono::Utc;
 
+use crate::blob::BlobLocks;
 use crate::blob::{BlobError, BlobStore};
-use crate::db::{DbError, MetaStore};
-use crate::http::{AppContext, BlobLocks};
+use crate::db::{AuditStore, DbError, FileStore};
+use crate::state::AppContext;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum MaintenanceError {
@@ -39,7 +40,7 @@ pub(crate) struct SweepReport {
 
 /// Lists every blob, a 1/256 slice at a time, and finds (and with `remove`, deletes) those no row refers to.
 pub(crate) async fn sweep(
-    db: &dyn MetaStore,
+    db: &dyn FileStore,
     blobs: &dyn BlobStore,
     locks: Option<&BlobLocks>,
     grace: Duration,
@@ -94,7 +95,7 @@ const ROWS_PER_PAGE: u32 = 1000;
 /// Checks every blob row against the store and the files; with `repair`, sets wrong reference counts right
 /// (a count that falls to 0 removes the row, and the sweep then the bytes). Missing bytes cannot be repaired.
 pub(crate) async fn check_rows(
-    db: &dyn MetaStore,
+    db: &dyn FileStore,
     blobs: &dyn BlobStore,
     repair: bool,
 ) -> Result<(u64, Vec<RowProblem>), MaintenanceError> {
@@ -134,7 +135,7 @@ pub(crate) async fn check_rows(
 const PRUNE_BATCH: u32 = 10_000;
 
 /// Deletes audit rows older than `retention`; returns how many went.
-pub(crate) async fn prune_audit(db: &dyn MetaStore, retention: Duration) -> Result<u64, DbError> {
+pub(crate) async fn prune_audit(db: &dyn AuditStore, retention: Duration) -> Result<u64, DbError> {
     let Some(before) = retention_cutoff(retention) else { return Ok(0) };
     let mut pruned = 0;
     loop {

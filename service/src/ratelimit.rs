@@ -8,20 +8,13 @@
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
-use http::{HeaderValue, Method};
 
-use crate::audit::ClientIp;
-use crate::cache::RateDecision;
+use crate::cache::{Cache, RateDecision};
 use crate::config::RateLimitConfig;
-use crate::domain::Caller;
-use crate::http::{ApiError, AppState};
 
 /// What a request is limited as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,17 +25,7 @@ pub(crate) enum RouteClass {
 }
 
 impl RouteClass {
-    fn of(method: &Method, route: &str) -> Option<Self> {
-        match (method.as_str(), route) {
-            ("POST", "/api/v1/files") => Some(RouteClass::Upload),
-            ("GET" | "HEAD", "/api/v1/files/{id}/content" | "/s/{token}") => Some(RouteClass::Download),
-            (_, r) if r.starts_with("/api/") || r.starts_with("/debug/") => Some(RouteClass::Api),
-            // Health, metrics and the API description are for machines that must not be limited.
-            _ => None,
-        }
-    }
-
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             RouteClass::Upload => "upload",
             RouteClass::Download => "download",
@@ -112,47 +95,30 @@ fn local_decision(class: &Class, key: &str) -> RateDecision {
     }
 }
 
-fn secs_up(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+/// A request's allowance as a limit decided it.
+pub(crate) struct Verdict {
+    /// Requests allowed a minute.
+    pub(crate) per_minute: u32,
+    pub(crate) decision: RateDecision,
 }
 
-/// Applies the limit of the request's class to its key (or, without a key, its client address).
-pub(crate) async fn limit_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str()).unwrap_or_default();
-    let Some(class) = RouteClass::of(request.method(), route) else { return next.run(request).await };
-    let Some(limit) = state.limits.class(class) else { return next.run(request).await };
-    let who = match request.extensions().get::<Caller>() {
-        Some(caller) => format!("key:{}", caller.key_id),
-        None => {
-            let ip = request.extensions().get::<ClientIp>().and_then(|c| c.0);
-            format!("ip:{}", ip.map(|ip| ip.to_string()).unwrap_or_default())
-        }
-    };
-    let key = format!("{}:{who}", class.name());
-    let decision = match state.cache.is_shared() {
-        true => {
-            let interval = Duration::from_secs(60) / limit.per_minute;
-            match state.cache.rate_limit(&key, interval, limit.per_minute).await {
-                Some(decision) => decision,
-                None => local_decision(limit, &key),
+impl Limits {
+    /// Counts one request of `class` by `who` (a key, or a client address) against its limit: with Redis on the
+    /// server, shared by every instance, else (or while Redis fails) on this instance. `None` when the class is
+    /// not limited.
+    pub(crate) async fn check(&self, cache: &Cache, class: RouteClass, who: &str) -> Option<Verdict> {
+        let limit = self.class(class)?;
+        let key = format!("{}:{who}", class.name());
+        let decision = match cache.is_shared() {
+            true => {
+                let interval = Duration::from_secs(60) / limit.per_minute;
+                match cache.rate_limit(&key, interval, limit.per_minute).await {
+                    Some(decision) => decision,
+                    None => local_decision(limit, &key),
+                }
             }
-        }
-        false => local_decision(limit, &key),
-    };
-    let mut response = if decision.allowed {
-        next.run(request).await
-    } else {
-        let mut refused =
-            ApiError::RateLimited(format!("too many {} requests: at most {} a minute", class.name(), limit.per_minute))
-                .into_response();
-        refused
-            .headers_mut()
-            .insert(http::header::RETRY_AFTER, HeaderValue::from(secs_up(decision.retry_after).max(1)));
-        refused
-    };
-    let headers = response.headers_mut();
-    headers.insert("ratelimit-limit", HeaderValue::from(limit.per_minute));
-    headers.insert("ratelimit-remaining", HeaderValue::from(decision.remaining));
-    headers.insert("ratelimit-reset", HeaderValue::from(secs_up(decision.reset)));
-    response
+            false => local_decision(limit, &key),
+        };
+        Some(Verdict { per_minute: limit.per_minute, decision })
+    }
 }

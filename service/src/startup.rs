@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 
 use crate::audit::AuditLog;
 use crate::auth::{KeyCache, NewKey};
+use crate::blob::BlobLocks;
 use crate::blob::local::LocalStore;
 use crate::cache::memory::MemoryCache;
 use crate::cache::redis::RedisCache;
@@ -18,8 +19,10 @@ use crate::cache::{Cache, CacheBackend};
 use crate::config::Config;
 use crate::db::{self, MetaStore, NewUser};
 use crate::domain::Role;
-use crate::http::{self, AppContext, AppState, BlobLocks};
+use crate::http;
 use crate::media::thumbnail::Thumbnailer;
+use crate::share_token::ShareKey;
+use crate::state::{AppContext, AppState};
 use crate::telemetry::Metrics;
 
 /// A bound, ready-to-serve instance of the service.
@@ -59,7 +62,6 @@ async fn open_context(config: Config) -> anyhow::Result<AppContext> {
     let keys = KeyCache::new(&cache, &metrics, config.rate_limit.refusals_per_minute);
     keys.spawn_poller(cache.clone());
     let audit = AuditLog::start(db.clone());
-    let trusted_proxies = crate::audit::parse_proxies(&config.server.trusted_proxies).map_err(anyhow::Error::msg)?;
     let blobs: Arc<dyn crate::blob::BlobStore> = Arc::new(blobs);
     let thumbnails = Thumbnailer::start(
         &config.thumbnail,
@@ -70,13 +72,12 @@ async fn open_context(config: Config) -> anyhow::Result<AppContext> {
     )
     .await
     .context("starting the thumbnail workers")?;
-    let share_key = http::ShareKey::new(config.share.secret.expose_secret());
+    let share_key = ShareKey::new(config.share.secret.expose_secret());
     let limits = crate::ratelimit::Limits::new(&config.rate_limit);
     Ok(AppContext {
         db,
         keys,
         audit,
-        trusted_proxies,
         share_key,
         limits,
         blobs,
@@ -160,7 +161,7 @@ async fn wait_for_database(db: &dyn MetaStore) -> anyhow::Result<()> {
 async fn create_user(db: &dyn MetaStore, name: &str, role: &str) -> anyhow::Result<CreatedUser> {
     wait_for_database(db).await?;
     let role = Role::parse(role).with_context(|| format!("role must be admin or user, not {role:?}"))?;
-    http::validate_user_name(name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    crate::domain::names::validate_user_name(name).map_err(anyhow::Error::msg)?;
     let user = db
         .create_user(&NewUser { name: name.to_owned(), role, quota_bytes: None })
         .await

@@ -79,3 +79,17 @@ pub(crate) trait BlobWriter: Send {
     /// Makes the blob durable under its hash. Identical content already stored is kept as it is.
     async fn finish(self: Box<Self>) -> Result<StoredBlob, BlobError>;
 }
+
+/// A fixed set of mutexes picked by content hash: enough to keep unrelated uploads apart.
+pub(crate) struct BlobLocks([tokio::sync::Mutex<()>; 64]);
+
+impl BlobLocks {
+    pub(crate) fn new() -> Self {
+        Self(std::array::from_fn(|_| tokio::sync::Mutex::new(())))
+    }
+
+    pub(crate) async fn lock(&self, hash: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        let slot = hash.bytes().fold(0usize, |acc, b| acc.wrapping_mul(31).wrapping_add(usize::from(b)));
+        self.0[slot % self.0.len()].lock().await
+    }
+}

@@ -93,6 +93,13 @@ pub(crate) fn content_disposition(name: &str) -> String {
     format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
 }
 
+/// A user name: 1 to 64 letters, digits, '.', '_' or '-'.
+pub(crate) fn validate_user_name(name: &str) -> Result<(), &'static str> {
+    let ok = (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok { Ok(()) } else { Err("user names are 1-64 letters, digits, '.', '_' or '-'") }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

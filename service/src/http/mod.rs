@@ -1,17 +1,20 @@
 //! The HTTP layer: shared state, the router (one module per resource) and the middleware around it.
 
 mod admin;
+mod audit;
+mod auth;
+mod client_ip;
 pub(crate) mod content;
 mod debug;
 mod error;
 mod files;
 mod health;
+mod ratelimit;
 mod search;
 mod share;
 mod thumbnails;
 mod users;
 
-use std::ops::Deref;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,52 +39,11 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 
-pub(crate) use error::ApiError;
-pub(crate) use share::ShareKey;
-pub(crate) use users::validate_user_name;
+pub(crate) use crate::error::ApiError;
+pub(crate) use crate::state::AppState;
 
-use crate::audit::AuditLog;
-use crate::auth::KeyCache;
-use crate::blob::BlobStore;
-use crate::cache::Cache;
 pub(crate) use crate::cache::SEARCH_GENERATION;
 use crate::config::Config;
-use crate::db::MetaStore;
-use crate::telemetry::Metrics;
-
-/// Everything a request handler may use; built once at startup.
-pub(crate) struct AppContext {
-    pub(crate) config: Config,
-    /// Metadata: users, keys, files. Owned here; the only handle to the database.
-    pub(crate) db: Arc<dyn MetaStore>,
-    /// File bytes.
-    pub(crate) blobs: Arc<dyn BlobStore>,
-    /// Makes and keeps image thumbnails in the background.
-    pub(crate) thumbnails: Arc<crate::media::thumbnail::Thumbnailer>,
-    pub(crate) cache: Cache,
-    /// Which key belongs to whom, so authentication needs no database query once warm.
-    pub(crate) keys: Arc<KeyCache>,
-    pub(crate) audit: AuditLog,
-    /// Request limits per key and route class.
-    pub(crate) limits: crate::ratelimit::Limits,
-    /// Signs and checks share tokens.
-    pub(crate) share_key: share::ShareKey,
-    /// `server.trusted_proxies`, parsed.
-    pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
-    pub(crate) metrics: Metrics,
-    /// Serialises storing and releasing the same content, so a purge cannot remove bytes an upload just reused.
-    pub(crate) blob_locks: BlobLocks,
-}
-
-#[derive(Clone)]
-pub(crate) struct AppState(pub(crate) Arc<AppContext>);
-
-impl Deref for AppState {
-    type Target = AppContext;
-    fn deref(&self) -> &AppContext {
-        &self.0
-    }
-}
 
 /// Admins only; anyone else gets a 403.
 pub(crate) fn require_admin(caller: &crate::domain::Caller) -> Result<(), ApiError> {
@@ -137,20 +99,6 @@ where
     }
 }
 
-/// A fixed set of mutexes picked by content hash: enough to keep unrelated uploads apart.
-pub(crate) struct BlobLocks([tokio::sync::Mutex<()>; 64]);
-
-impl BlobLocks {
-    pub(crate) fn new() -> Self {
-        Self(std::array::from_fn(|_| tokio::sync::Mutex::new(())))
-    }
-
-    pub(crate) async fn lock(&self, hash: &str) -> tokio::sync::MutexGuard<'_, ()> {
-        let slot = hash.bytes().fold(0usize, |acc, b| acc.wrapping_mul(31).wrapping_add(usize::from(b)));
-        self.0[slot % self.0.len()].lock().await
-    }
-}
-
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "FileWallBall", description = "HTTP file service"),
@@ -200,8 +148,8 @@ pub(crate) fn router(state: AppState) -> Router {
     let shed = state.metrics.counter("http_requests_shed_total", Vec::new());
     guarded
         // The audit layer runs first (outermost): it resolves the caller the rate limit is keyed on.
-        .route_layer(middleware::from_fn_with_state(state.clone(), crate::ratelimit::limit_requests))
-        .route_layer(middleware::from_fn_with_state(state.clone(), crate::audit::audit_requests))
+        .route_layer(middleware::from_fn_with_state(state.clone(), ratelimit::limit_requests))
+        .route_layer(middleware::from_fn_with_state(state.clone(), audit::audit_requests))
         // Admission before anything else a request costs (authentication, the audit, the rate limit): past
         // `max_in_flight` requests at once, one more is answered 503 at once instead of waiting in line.
         .layer(

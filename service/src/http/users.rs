@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::{ApiError, AppState, require_admin};
 use crate::auth::{self, NewKey};
 use crate::db::{DbError, NewUser, UserPatch};
+use crate::domain::names::validate_user_name;
 use crate::domain::{ApiKey, Caller, Role, User};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
@@ -46,16 +47,6 @@ fn default_role() -> Role {
     Role::User
 }
 
-pub(crate) fn validate_user_name(name: &str) -> Result<(), ApiError> {
-    let ok = (1..=64).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::BadRequest("invalid-name", "user names are 1-64 letters, digits, '.', '_' or '-'".into()))
-    }
-}
-
 /// Create a user (admin).
 #[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = CreateUser,
     responses((status = 201, body = User), (status = 403), (status = 409)))]
@@ -65,7 +56,7 @@ async fn create_user(
     Json(body): Json<CreateUser>,
 ) -> Result<(StatusCode, Json<User>), ApiError> {
     require_admin(&caller)?;
-    validate_user_name(&body.name)?;
+    validate_user_name(&body.name).map_err(|m| ApiError::BadRequest("invalid-name", m.into()))?;
     if body.quota_bytes.is_some_and(|q| q < 0) {
         return Err(ApiError::BadRequest("invalid-quota", "quota_bytes must not be negative".into()));
     }

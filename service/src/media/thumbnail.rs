@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::blob::BlobStore;
 use crate::cache::Cache;
 use crate::config::ThumbnailConfig;
-use crate::db::MetaStore;
+use crate::db::FileStore;
 use crate::domain::ThumbState;
 
 /// The sizes served, by name, with their longest side in pixels.
@@ -76,7 +76,7 @@ pub(crate) struct Thumbnailer {
     /// Files queued or being worked on, so a sweep does not queue them twice.
     in_flight: Mutex<HashSet<Uuid>>,
     dir: PathBuf,
-    db: Arc<dyn MetaStore>,
+    db: Arc<dyn FileStore>,
 }
 
 struct Worker {
@@ -91,7 +91,7 @@ impl Thumbnailer {
     pub(crate) async fn start(
         config: &ThumbnailConfig,
         dir: PathBuf,
-        db: Arc<dyn MetaStore>,
+        db: Arc<dyn FileStore>,
         blobs: Arc<dyn BlobStore>,
         cache: Cache,
     ) -> std::io::Result<Arc<Self>> {

@@ -91,7 +91,7 @@ async fn every_action_writes_an_audit_row(b: Backend) {
 }
 
 async fn the_client_address_comes_from_forwarded_for_only_through_a_trusted_proxy(b: Backend) {
-    let app = spawn_app_with(&b, |c| c.server.trusted_proxies = vec!["127.0.0.1".into()]).await;
+    let app = spawn_app_with(&b, |c| c.server.trusted_proxies = vec!["127.0.0.1".to_owned()].try_into().unwrap()).await;
     app.post(&app.admin_key, "/api/v1/files?name=x")
         .header("x-forwarded-for", "203.0.113.7")
         .body("x")
