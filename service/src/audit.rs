@@ -10,6 +10,55 @@ use uuid::Uuid;
 use crate::db::AuditStore;
 use crate::domain::audit::AuditEvent;
 
+/// What the audit log calls an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Action {
+    FileUpload,
+    FileDownload,
+    FileUpdate,
+    FileDelete,
+    FileRestore,
+    FilePurge,
+    ShareCreate,
+    ShareRevoke,
+    ShareDownload,
+    UserCreate,
+    UserUpdate,
+    KeyIssue,
+    KeyRevoke,
+    /// The first use of a key in a while: the closest thing an API has to a login.
+    KeyUsed,
+    /// A request refused for its credentials or its rights (401, 403).
+    Denied,
+}
+
+impl Action {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Action::FileUpload => "file.upload",
+            Action::FileDownload => "file.download",
+            Action::FileUpdate => "file.update",
+            Action::FileDelete => "file.delete",
+            Action::FileRestore => "file.restore",
+            Action::FilePurge => "file.purge",
+            Action::ShareCreate => "share.create",
+            Action::ShareRevoke => "share.revoke",
+            Action::ShareDownload => "share.download",
+            Action::UserCreate => "user.create",
+            Action::UserUpdate => "user.update",
+            Action::KeyIssue => "key.issue",
+            Action::KeyRevoke => "key.revoke",
+            Action::KeyUsed => "auth.key_used",
+            Action::Denied => "auth.denied",
+        }
+    }
+
+    /// Whether the response's body is the bytes the event counts.
+    pub(crate) fn is_download(self) -> bool {
+        matches!(self, Action::FileDownload | Action::ShareDownload)
+    }
+}
+
 /// Events written per statement.
 const BATCH: usize = 500;
 /// How long the writer waits to fill a batch once it has one event.

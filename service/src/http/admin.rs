@@ -5,17 +5,17 @@ use axum::extract::{Query, State};
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::policy::{ApiRoutes, Policy};
 use super::{ApiError, AppState, page_limit, require_admin};
 use crate::cache::Family;
 use crate::domain::Caller;
 use crate::domain::audit::{AuditEntry, AuditQuery, DayStats};
 
-pub(super) fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list_audit)).routes(routes!(get_stats))
+pub(super) fn routes(api: ApiRoutes) -> ApiRoutes {
+    api.route(Policy::read(), routes!(list_audit)).route(Policy::read(), routes!(get_stats))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -19,18 +19,20 @@ use http_range_header::{RangeInvalid, RangeRejected, RangeUnsatisfiableError};
 use rand::RngCore as _;
 use tokio::io::AsyncReadExt;
 use tokio_util::io::ReaderStream;
-use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::files::readable_file;
+use super::policy::{ApiRoutes, Policy};
 use super::{ApiError, AppState};
+use crate::audit::Action;
 use crate::cache::Family;
 use crate::domain::names::content_disposition;
 use crate::domain::{Caller, FileMeta};
+use crate::ratelimit::RouteClass;
 
-pub(super) fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(download_file))
+pub(super) fn routes(api: ApiRoutes) -> ApiRoutes {
+    api.route(Policy::recorded(Action::FileDownload).limited_as(RouteClass::Download), routes!(download_file))
 }
 
 /// More ranges than this in one request get the whole file instead: a client needing them can ask again.

@@ -8,14 +8,14 @@ use axum::response::{IntoResponse, Response};
 use fwb_profiling::{Format, ProfileError};
 use serde::Deserialize;
 use utoipa::IntoParams;
-use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::policy::{ApiRoutes, Policy};
 use super::{ApiError, AppState, require_admin};
 use crate::domain::Caller;
 
-pub(super) fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(cpu_profile))
+pub(super) fn routes(api: ApiRoutes) -> ApiRoutes {
+    api.route(Policy::read(), routes!(cpu_profile))
 }
 
 const MAX_SECONDS: u64 = 120;

@@ -14,12 +14,13 @@ use futures_util::{Stream, StreamExt, TryStreamExt as _};
 use metrics::Label;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt as _};
+use utoipa_axum::router::UtoipaMethodRouterExt as _;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::policy::{ApiRoutes, Policy};
 use super::{ApiError, AppState, decode_cursor, page_limit, tag_filter};
-use crate::audit::AuditFacts;
+use crate::audit::{Action, AuditFacts};
 use crate::blob::{BlobWriter, StoredBlob};
 use crate::cache::Family;
 use crate::domain::names::{normalize_tags, sanitize_file_name};
@@ -28,14 +29,18 @@ use crate::domain::{
 };
 use crate::media;
 use crate::media::thumbnail::is_thumbnailable;
+use crate::ratelimit::RouteClass;
 
-pub(super) fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        // Uploads bound their size themselves, byte by byte; the JSON body limit would cut every file off.
-        .routes(routes!(upload_file, list_files).layer(DefaultBodyLimit::disable()))
-        .routes(routes!(get_file, update_file, delete_file))
-        .routes(routes!(restore_file))
-        .routes(routes!(purge_file))
+pub(super) fn routes(api: ApiRoutes) -> ApiRoutes {
+    // Uploads bound their size themselves, byte by byte; the JSON body limit would cut every file off.
+    let upload = routes!(upload_file).layer(DefaultBodyLimit::disable());
+    api.route(Policy::recorded(Action::FileUpload).limited_as(RouteClass::Upload), upload)
+        .route(Policy::read(), routes!(list_files))
+        .route(Policy::read(), routes!(get_file))
+        .route(Policy::recorded(Action::FileUpdate), routes!(update_file))
+        .route(Policy::recorded(Action::FileDelete), routes!(delete_file))
+        .route(Policy::recorded(Action::FileRestore), routes!(restore_file))
+        .route(Policy::recorded(Action::FilePurge), routes!(purge_file))
 }
 
 /// Room for the multipart framing and the small text fields around the file.

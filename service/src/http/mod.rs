@@ -9,6 +9,7 @@ mod debug;
 mod error;
 mod files;
 mod health;
+mod policy;
 mod ratelimit;
 mod search;
 mod share;
@@ -41,6 +42,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 pub(crate) use crate::error::ApiError;
 pub(crate) use crate::state::AppState;
+use policy::{ApiRoutes, Governed};
 
 pub(crate) use crate::cache::SEARCH_GENERATION;
 use crate::config::Config;
@@ -124,16 +126,13 @@ impl utoipa::Modify for BearerAuth {
 pub(crate) fn router(state: AppState) -> Router {
     let cors = cors_layer(&state.config);
     let server = &state.config.server;
-    let (guarded, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(files::router())
-        .merge(content::router())
-        .merge(users::router())
-        .merge(admin::router())
-        .merge(share::router())
-        .merge(search::router())
-        .merge(thumbnails::router())
-        .merge(debug::router())
-        .split_for_parts();
+    let mut api = ApiRoutes::new(OpenApiRouter::with_openapi(ApiDoc::openapi()));
+    for routes in [files::routes, content::routes, users::routes, admin::routes, share::routes, search::routes] {
+        api = routes(api);
+    }
+    let (guarded, policies) = debug::routes(thumbnails::routes(api)).into_parts();
+    let (guarded, mut openapi) = guarded.split_for_parts();
+    let governed = Governed { state: state.clone(), policies: Arc::new(policies) };
     // Health and metrics answer whatever the load: they are how operators see it.
     let (open, open_doc) = OpenApiRouter::new().merge(health::router()).split_for_parts();
     openapi.merge(open_doc);
@@ -147,9 +146,8 @@ pub(crate) fn router(state: AppState) -> Router {
     );
     let shed = state.metrics.counter("http_requests_shed_total", Vec::new());
     guarded
-        // The audit layer runs first (outermost): it resolves the caller the rate limit is keyed on.
-        .route_layer(middleware::from_fn_with_state(state.clone(), ratelimit::limit_requests))
-        .route_layer(middleware::from_fn_with_state(state.clone(), audit::audit_requests))
+        // The audit and the rate limit, under each route's policy (declared where it is registered).
+        .route_layer(middleware::from_fn_with_state(governed, policy::govern))
         // Admission before anything else a request costs (authentication, the audit, the rate limit): past
         // `max_in_flight` requests at once, one more is answered 503 at once instead of waiting in line.
         .layer(

@@ -1,12 +1,12 @@
-//! The rate-limit middleware: which class a request is limited as, and the 429, `Retry-After` and
-//! `RateLimit-*` headers of [`crate::ratelimit`]'s decision.
+//! The rate limit at the HTTP boundary: the request counted in its route's class against its key (or its address), and
+//! the 429, `Retry-After` and `RateLimit-*` headers of [`crate::ratelimit`]'s decision.
 
 use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, Method};
+use http::HeaderValue;
 
 use super::client_ip::ClientIp;
 use crate::domain::Caller;
@@ -14,25 +14,12 @@ use crate::error::ApiError;
 use crate::ratelimit::{RouteClass, Verdict};
 use crate::state::AppState;
 
-/// What a request is limited as.
-fn route_class(method: &Method, route: &str) -> Option<RouteClass> {
-    match (method.as_str(), route) {
-        ("POST", "/api/v1/files") => Some(RouteClass::Upload),
-        ("GET" | "HEAD", "/api/v1/files/{id}/content" | "/s/{token}") => Some(RouteClass::Download),
-        (_, r) if r.starts_with("/api/") || r.starts_with("/debug/") => Some(RouteClass::Api),
-        // Health, metrics and the API description are for machines that must not be limited.
-        _ => None,
-    }
-}
-
 fn secs_up(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
-/// Applies the limit of the request's class to its key (or, without a key, its client address).
-pub(crate) async fn limit_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str()).unwrap_or_default();
-    let Some(class) = route_class(request.method(), route) else { return next.run(request).await };
+/// Applies the limit of `class` to the request's key (or, without a key, its client address), then runs it.
+pub(crate) async fn limit(state: &AppState, class: RouteClass, request: Request, next: Next) -> Response {
     let who = match request.extensions().get::<Caller>() {
         Some(caller) => format!("key:{}", caller.key_id),
         None => {

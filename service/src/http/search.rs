@@ -9,16 +9,16 @@ use axum::extract::{Query, State};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
-use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::files::{FilePage, page};
+use super::policy::{ApiRoutes, Policy};
 use super::{ApiError, AppState, SEARCH_GENERATION, decode_cursor, page_limit, tag_filter};
 use crate::cache::Family;
 use crate::domain::{Caller, FileQuery, SortKey, SortOrder};
 
-pub(super) fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(search_files))
+pub(super) fn routes(api: ApiRoutes) -> ApiRoutes {
+    api.route(Policy::read(), routes!(search_files))
 }
 
 #[derive(Debug, Deserialize, Serialize, IntoParams)]

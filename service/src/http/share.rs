@@ -12,21 +12,26 @@ use axum::{Extension, Json};
 use chrono::{TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::content::serve_content;
 use super::files::live_writable_file;
+use super::policy::{ApiRoutes, Policy};
 use super::{ApiError, AppState};
+use crate::audit::Action;
 use crate::audit::AuditFacts;
 use crate::domain::{Caller, FilePatch, ShareLink, Visibility};
+use crate::ratelimit::RouteClass;
 
-pub(super) fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(create_share, list_shares))
-        .routes(routes!(revoke_share))
-        .routes(routes!(download_shared))
+pub(super) fn routes(api: ApiRoutes) -> ApiRoutes {
+    api.route(Policy::recorded(Action::ShareCreate), routes!(create_share))
+        .route(Policy::read(), routes!(list_shares))
+        .route(Policy::recorded(Action::ShareRevoke), routes!(revoke_share))
+        .route(
+            Policy::recorded(Action::ShareDownload).limited_as(RouteClass::Download).keyless(),
+            routes!(download_shared),
+        )
 }
 
 #[derive(Debug, Deserialize, ToSchema, Default)]

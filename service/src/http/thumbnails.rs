@@ -6,19 +6,19 @@ use axum::response::{IntoResponse, Response};
 use headers::{ETag, HeaderMapExt as _};
 use serde::Deserialize;
 use utoipa::IntoParams;
-use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::content::{Precondition, content_modified, evaluate_preconditions};
 use super::files::readable_file;
+use super::policy::{ApiRoutes, Policy};
 use super::{ApiError, AppState};
 use crate::cache::Family;
 use crate::domain::{Caller, ThumbState};
 use crate::media::thumbnail::ThumbSize;
 
-pub(super) fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(get_thumbnail))
+pub(super) fn routes(api: ApiRoutes) -> ApiRoutes {
+    api.route(Policy::read(), routes!(get_thumbnail))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -5,23 +5,25 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::policy::{ApiRoutes, Policy};
 use super::{ApiError, AppState, require_admin};
+use crate::audit::Action;
 use crate::auth::{self, NewKey};
 use crate::db::{DbError, NewUser, UserPatch};
 use crate::domain::names::validate_user_name;
 use crate::domain::{ApiKey, Caller, Role, User};
 
-pub(super) fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(create_user, list_users))
-        .routes(routes!(get_me))
-        .routes(routes!(update_user))
-        .routes(routes!(issue_key, list_keys))
-        .routes(routes!(revoke_key))
+pub(super) fn routes(api: ApiRoutes) -> ApiRoutes {
+    api.route(Policy::recorded(Action::UserCreate), routes!(create_user))
+        .route(Policy::read(), routes!(list_users))
+        .route(Policy::read(), routes!(get_me))
+        .route(Policy::recorded(Action::UserUpdate), routes!(update_user))
+        .route(Policy::recorded(Action::KeyIssue), routes!(issue_key))
+        .route(Policy::read(), routes!(list_keys))
+        .route(Policy::recorded(Action::KeyRevoke), routes!(revoke_key))
 }
 
 /// Admins act on anyone; a user only on themselves. Other users' ids are not disclosed.
