@@ -21,6 +21,7 @@ use crate::cache::{Cache, Family};
 use crate::db::UserStore;
 use crate::domain::{Caller, User};
 use crate::error::ApiError;
+use crate::error::ErrorCode;
 use crate::state::AppState;
 
 const KEY_PREFIX: &str = "fwb_";
@@ -262,7 +263,7 @@ pub(crate) async fn authenticate(
         keys.refused[Refusal::Throttled as usize].increment(1);
         return Err(ApiError::TooManyRefusals(REFUSAL_WINDOW.as_secs()));
     }
-    let invalid = || ApiError::Unauthorized("invalid-api-key");
+    let invalid = || ApiError::Unauthorized(ErrorCode::InvalidApiKey);
     let Some(hash) = hash else {
         let error = token.err().unwrap_or_else(invalid);
         return Err(keys.refuse(client, Refusal::Malformed, error).await);

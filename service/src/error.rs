@@ -8,21 +8,135 @@ use http::{HeaderValue, StatusCode, header};
 use crate::blob::BlobError;
 use crate::db::DbError;
 
+/// What went wrong, in the `code` of every error body: one name per kind of failure, stable for clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum ErrorCode {
+    BadRequest,
+    BodyTimeout,
+    BodyTooLarge,
+    Conflict,
+    DatabaseUnavailable,
+    FileNotDeleted,
+    FileNotFound,
+    FileTooLarge,
+    FileTypeDenied,
+    Forbidden,
+    InternalError,
+    InvalidApiKey,
+    InvalidAuthorization,
+    InvalidBody,
+    InvalidCursor,
+    InvalidExpiry,
+    InvalidHeader,
+    InvalidMaxDownloads,
+    InvalidMultipart,
+    InvalidName,
+    InvalidQuery,
+    InvalidQuota,
+    InvalidTags,
+    InvalidVisibility,
+    KeyNotFound,
+    MethodNotAllowed,
+    MissingApiKey,
+    NoThumbnail,
+    Overloaded,
+    PreconditionFailed,
+    ProfileInProgress,
+    QuotaExceeded,
+    RangeNotSatisfiable,
+    RateLimited,
+    RequestFailed,
+    RouteNotFound,
+    ShareNotFound,
+    TooManyRefusals,
+    UndecodableImage,
+    UnsupportedMediaType,
+    UploadInterrupted,
+    UserExists,
+    UserNotFound,
+}
+
+impl ErrorCode {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad-request",
+            ErrorCode::BodyTimeout => "body-timeout",
+            ErrorCode::BodyTooLarge => "body-too-large",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::DatabaseUnavailable => "database-unavailable",
+            ErrorCode::FileNotDeleted => "file-not-deleted",
+            ErrorCode::FileNotFound => "file-not-found",
+            ErrorCode::FileTooLarge => "file-too-large",
+            ErrorCode::FileTypeDenied => "file-type-denied",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::InternalError => "internal-error",
+            ErrorCode::InvalidApiKey => "invalid-api-key",
+            ErrorCode::InvalidAuthorization => "invalid-authorization",
+            ErrorCode::InvalidBody => "invalid-body",
+            ErrorCode::InvalidCursor => "invalid-cursor",
+            ErrorCode::InvalidExpiry => "invalid-expiry",
+            ErrorCode::InvalidHeader => "invalid-header",
+            ErrorCode::InvalidMaxDownloads => "invalid-max-downloads",
+            ErrorCode::InvalidMultipart => "invalid-multipart",
+            ErrorCode::InvalidName => "invalid-name",
+            ErrorCode::InvalidQuery => "invalid-query",
+            ErrorCode::InvalidQuota => "invalid-quota",
+            ErrorCode::InvalidTags => "invalid-tags",
+            ErrorCode::InvalidVisibility => "invalid-visibility",
+            ErrorCode::KeyNotFound => "key-not-found",
+            ErrorCode::MethodNotAllowed => "method-not-allowed",
+            ErrorCode::MissingApiKey => "missing-api-key",
+            ErrorCode::NoThumbnail => "no-thumbnail",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::PreconditionFailed => "precondition-failed",
+            ErrorCode::ProfileInProgress => "profile-in-progress",
+            ErrorCode::QuotaExceeded => "quota-exceeded",
+            ErrorCode::RangeNotSatisfiable => "range-not-satisfiable",
+            ErrorCode::RateLimited => "rate-limited",
+            ErrorCode::RequestFailed => "request-failed",
+            ErrorCode::RouteNotFound => "route-not-found",
+            ErrorCode::ShareNotFound => "share-not-found",
+            ErrorCode::TooManyRefusals => "too-many-refusals",
+            ErrorCode::UndecodableImage => "undecodable-image",
+            ErrorCode::UnsupportedMediaType => "unsupported-media-type",
+            ErrorCode::UploadInterrupted => "upload-interrupted",
+            ErrorCode::UserExists => "user-exists",
+            ErrorCode::UserNotFound => "user-not-found",
+        }
+    }
+}
+
+/// The body of every error response.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody {
+    pub(crate) error: ErrorDetail,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorDetail {
+    pub(crate) code: ErrorCode,
+    /// For people; may change between versions.
+    pub(crate) message: String,
+    /// The request's `x-request-id`, to find it in the service's log.
+    pub(crate) request_id: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ApiError {
     /// 400 with a specific code (`invalid-header`, `invalid-query`, …).
     #[error("{1}")]
-    BadRequest(&'static str, String),
+    BadRequest(ErrorCode, String),
     /// 401; the code says what was wrong with the credentials.
     #[error("a valid API key is required")]
-    Unauthorized(&'static str),
+    Unauthorized(ErrorCode),
     #[error("{0}")]
     Forbidden(String),
     /// 404; the code names what was not found.
     #[error("{1}")]
-    NotFound(&'static str, String),
+    NotFound(ErrorCode, String),
     #[error("{1}")]
-    Conflict(&'static str, String),
+    Conflict(ErrorCode, String),
     #[error("precondition failed")]
     PreconditionFailed,
     #[error("{0}")]
@@ -34,7 +148,7 @@ pub(crate) enum ApiError {
     UnsupportedMediaType(String),
     /// 422 with a specific code.
     #[error("{1}")]
-    Unprocessable(&'static str, String),
+    Unprocessable(ErrorCode, String),
     /// 429; the rate-limit middleware adds `Retry-After`.
     #[error("{0}")]
     RateLimited(String),
@@ -81,31 +195,31 @@ impl ApiError {
         }
     }
 
-    fn code(&self) -> &'static str {
+    fn code(&self) -> ErrorCode {
         match self {
             ApiError::BadRequest(code, _)
             | ApiError::Unauthorized(code)
             | ApiError::NotFound(code, _)
             | ApiError::Conflict(code, _)
-            | ApiError::Unprocessable(code, _) => code,
-            ApiError::Forbidden(_) => "forbidden",
-            ApiError::PreconditionFailed => "precondition-failed",
-            ApiError::PayloadTooLarge(_) => "file-too-large",
-            ApiError::QuotaExceeded(_) => "quota-exceeded",
-            ApiError::UnsupportedMediaType(_) => "file-type-denied",
-            ApiError::RangeNotSatisfiable(_) => "range-not-satisfiable",
-            ApiError::RateLimited(_) => "rate-limited",
-            ApiError::TooManyRefusals(_) => "too-many-refusals",
-            ApiError::Unavailable(_) => "database-unavailable",
-            ApiError::Overloaded => OVERLOADED,
-            ApiError::BodyTooLarge(_) => "body-too-large",
-            ApiError::BodyTimeout => "body-timeout",
-            ApiError::Internal(_) => "internal-error",
+            | ApiError::Unprocessable(code, _) => *code,
+            ApiError::Forbidden(_) => ErrorCode::Forbidden,
+            ApiError::PreconditionFailed => ErrorCode::PreconditionFailed,
+            ApiError::PayloadTooLarge(_) => ErrorCode::FileTooLarge,
+            ApiError::QuotaExceeded(_) => ErrorCode::QuotaExceeded,
+            ApiError::UnsupportedMediaType(_) => ErrorCode::FileTypeDenied,
+            ApiError::RangeNotSatisfiable(_) => ErrorCode::RangeNotSatisfiable,
+            ApiError::RateLimited(_) => ErrorCode::RateLimited,
+            ApiError::TooManyRefusals(_) => ErrorCode::TooManyRefusals,
+            ApiError::Unavailable(_) => ErrorCode::DatabaseUnavailable,
+            ApiError::Overloaded => ErrorCode::Overloaded,
+            ApiError::BodyTooLarge(_) => ErrorCode::BodyTooLarge,
+            ApiError::BodyTimeout => ErrorCode::BodyTimeout,
+            ApiError::Internal(_) => ErrorCode::InternalError,
         }
     }
 
     pub(crate) fn file_not_found() -> Self {
-        ApiError::NotFound("file-not-found", "file not found".into())
+        ApiError::NotFound(ErrorCode::FileNotFound, "file not found".into())
     }
 }
 
@@ -118,7 +232,7 @@ impl From<DbError> for ApiError {
             DbError::Conflict(constraint) => {
                 // The constraint's name is the schema's business: it goes to the log, not to the client.
                 tracing::info!(constraint, "a write was refused by a constraint");
-                ApiError::Conflict("conflict", "the change conflicts with existing data".into())
+                ApiError::Conflict(ErrorCode::Conflict, "the change conflicts with existing data".into())
             }
             other => ApiError::Internal(other.to_string()),
         }
@@ -131,13 +245,10 @@ impl From<BlobError> for ApiError {
     }
 }
 
-/// The code of a request shed past `server.max_in_flight`.
-pub(crate) const OVERLOADED: &str = "overloaded";
-
 /// What `shape_errors` needs from an error response.
 #[derive(Clone)]
 pub(crate) struct ErrorReport {
-    pub(crate) code: &'static str,
+    pub(crate) code: ErrorCode,
     pub(crate) message: String,
     pub(crate) internal: Option<String>,
 }
@@ -168,5 +279,17 @@ impl IntoResponse for ApiError {
         };
         res.extensions_mut().insert(ErrorReport { code: self.code(), message: self.to_string(), internal });
         res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_code_is_written_as_its_name() {
+        for code in [ErrorCode::InvalidMaxDownloads, ErrorCode::TooManyRefusals, ErrorCode::Overloaded] {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+        }
     }
 }

@@ -13,6 +13,7 @@ use super::{ApiError, AppState, page_limit, require_admin};
 use crate::cache::Family;
 use crate::domain::Caller;
 use crate::domain::audit::{AuditEntry, AuditQuery, DayStats};
+use crate::error::ErrorCode;
 
 pub(super) fn routes(api: ApiRoutes) -> ApiRoutes {
     api.route(Policy::read(), routes!(list_audit)).route(Policy::read(), routes!(get_stats))
@@ -57,7 +58,10 @@ async fn list_audit(
     let before_id = p
         .cursor
         .as_deref()
-        .map(|c| c.parse::<i64>().map_err(|_| ApiError::BadRequest("invalid-cursor", "the cursor is not valid".into())))
+        .map(|c| {
+            c.parse::<i64>()
+                .map_err(|_| ApiError::BadRequest(ErrorCode::InvalidCursor, "the cursor is not valid".into()))
+        })
         .transpose()?;
     let query =
         AuditQuery { user_id: p.user_id, action: p.action, ip_address: p.ip, from: p.from, to: p.to, before_id, limit };
@@ -92,7 +96,7 @@ async fn get_stats(
     let today = Utc::now().date_naive();
     let date = p.date.unwrap_or(today);
     let from = date.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
-    let Some(from) = from else { return Err(ApiError::BadRequest("invalid-query", "no such date".into())) };
+    let Some(from) = from else { return Err(ApiError::BadRequest(ErrorCode::InvalidQuery, "no such date".into())) };
     let to = from + TimeDelta::days(1);
     let compute = async || state.db.day_stats(date, from, to).await.map(Some);
     let stats = if date < today {

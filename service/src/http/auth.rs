@@ -10,14 +10,16 @@ use super::client_ip::ClientIp;
 use crate::auth::authenticate;
 use crate::domain::Caller;
 use crate::error::ApiError;
+use crate::error::ErrorCode;
 use crate::state::AppState;
 
 fn bearer(parts: &Parts) -> Result<&str, ApiError> {
-    let value = parts.headers.get(http::header::AUTHORIZATION).ok_or(ApiError::Unauthorized("missing-api-key"))?;
-    let value = value.to_str().map_err(|_| ApiError::Unauthorized("invalid-authorization"))?;
-    let (scheme, token) = value.split_once(' ').ok_or(ApiError::Unauthorized("invalid-authorization"))?;
+    let value =
+        parts.headers.get(http::header::AUTHORIZATION).ok_or(ApiError::Unauthorized(ErrorCode::MissingApiKey))?;
+    let value = value.to_str().map_err(|_| ApiError::Unauthorized(ErrorCode::InvalidAuthorization))?;
+    let (scheme, token) = value.split_once(' ').ok_or(ApiError::Unauthorized(ErrorCode::InvalidAuthorization))?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(ApiError::Unauthorized("invalid-authorization"));
+        return Err(ApiError::Unauthorized(ErrorCode::InvalidAuthorization));
     }
     Ok(token.trim())
 }

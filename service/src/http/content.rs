@@ -29,6 +29,7 @@ use crate::audit::Action;
 use crate::cache::Family;
 use crate::domain::names::content_disposition;
 use crate::domain::{Caller, FileMeta};
+use crate::error::ErrorCode;
 use crate::ratelimit::RouteClass;
 
 pub(super) fn routes(api: ApiRoutes) -> ApiRoutes {
@@ -140,7 +141,7 @@ pub(crate) enum Precondition {
 fn typed<H: headers::Header>(headers: &HeaderMap) -> Result<Option<H>, ApiError> {
     headers
         .typed_try_get::<H>()
-        .map_err(|_| ApiError::BadRequest("invalid-header", format!("the {} header is malformed", H::name())))
+        .map_err(|_| ApiError::BadRequest(ErrorCode::InvalidHeader, format!("the {} header is malformed", H::name())))
 }
 
 /// A date header that does not parse is ignored, as RFC 9110 asks; entity-tag lists that do not parse are 400.
@@ -151,7 +152,7 @@ fn typed_date<H: headers::Header>(headers: &HeaderMap) -> Option<H> {
 /// `*` alone, or a comma-separated list of `"tag"` / `W/"tag"` (RFC 9110 §13.1.1-2).
 /// The `headers` crate skips bad list members silently; a malformed condition is the client's error, so say so.
 fn check_entity_tag_list(headers: &HeaderMap, name: header::HeaderName) -> Result<(), ApiError> {
-    let malformed = || ApiError::BadRequest("invalid-header", format!("the {name} header is malformed"));
+    let malformed = || ApiError::BadRequest(ErrorCode::InvalidHeader, format!("the {name} header is malformed"));
     for value in headers.get_all(&name) {
         let value = value.to_str().map_err(|_| malformed())?.trim();
         if value == "*" {
@@ -212,7 +213,7 @@ pub(crate) fn range_applies(headers: &HeaderMap, etag: &ETag, last_modified: &La
         && (value.starts_with('"') || value.starts_with("W/"))
         && !is_entity_tag(value)
     {
-        return Err(ApiError::BadRequest("invalid-header", "the if-range header is malformed".into()));
+        return Err(ApiError::BadRequest(ErrorCode::InvalidHeader, "the if-range header is malformed".into()));
     }
     match typed::<IfRange>(headers)? {
         None => Ok(true),

@@ -13,6 +13,7 @@ use utoipa_axum::routes;
 use super::policy::{ApiRoutes, Policy};
 use super::{ApiError, AppState, require_admin};
 use crate::domain::Caller;
+use crate::error::ErrorCode;
 
 pub(super) fn routes(api: ApiRoutes) -> ApiRoutes {
     api.route(Policy::read(), routes!(cpu_profile))
@@ -43,7 +44,7 @@ async fn cpu_profile(
     Query(p): Query<ProfileParams>,
 ) -> Result<Response, ApiError> {
     require_admin(&caller)?;
-    let bad = |m: String| ApiError::BadRequest("invalid-query", m);
+    let bad = |m: String| ApiError::BadRequest(ErrorCode::InvalidQuery, m);
     let seconds = p.seconds.unwrap_or(10);
     if !(1..=MAX_SECONDS).contains(&seconds) {
         return Err(bad(format!("seconds must be between 1 and {MAX_SECONDS}")));
@@ -60,7 +61,9 @@ async fn cpu_profile(
         other => return Err(bad(format!("format must be svg, pb, folded or addresses, not {other:?}"))),
     };
     let bytes = fwb_profiling::capture(Duration::from_secs(seconds), frequency, format).await.map_err(|e| match e {
-        ProfileError::Busy => ApiError::Conflict("profile-in-progress", "a profile is already being captured".into()),
+        ProfileError::Busy => {
+            ApiError::Conflict(ErrorCode::ProfileInProgress, "a profile is already being captured".into())
+        }
         other => ApiError::Internal(other.to_string()),
     })?;
     let disposition = format!("attachment; filename=\"{file}\"");

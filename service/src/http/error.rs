@@ -10,9 +10,8 @@ use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
 use http::{HeaderValue, StatusCode, header};
-use serde_json::json;
 
-use crate::error::{ErrorReport, OVERLOADED};
+use crate::error::{ErrorBody, ErrorCode, ErrorDetail, ErrorReport};
 
 /// Longest body of a foreign error response (an axum rejection) read to reuse as the message.
 const MAX_FOREIGN_BODY: usize = 4096;
@@ -42,14 +41,18 @@ pub(crate) async fn shape_errors(request: Request, next: Next) -> Response {
     };
     // Shed load is the service doing its job, thousands of times a second past capacity: counted in
     // `http_requests_shed_total`, not logged one by one.
-    if status.is_server_error() && report.code != OVERLOADED {
-        tracing::error!(code = report.code, detail = report.internal.as_deref().unwrap_or(""), "request failed");
+    if status.is_server_error() && report.code != ErrorCode::Overloaded {
+        tracing::error!(
+            code = report.code.as_str(),
+            detail = report.internal.as_deref().unwrap_or(""),
+            "request failed"
+        );
     }
-    let body = json!({"error": {"code": report.code, "message": report.message, "request_id": request_id}});
+    let body = ErrorBody { error: ErrorDetail { code: report.code, message: report.message, request_id } };
     let headers = res.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.remove(header::CONTENT_LENGTH);
-    *res.body_mut() = Body::from(body.to_string());
+    *res.body_mut() = Body::from(serde_json::to_string(&body).expect("an error body serializes"));
     res
 }
 
@@ -66,15 +69,15 @@ fn is_json(res: &Response) -> bool {
 /// A report for an error response that did not come from an [`ApiError`].
 fn foreign_report(status: StatusCode, text: String) -> ErrorReport {
     let code = match status {
-        StatusCode::BAD_REQUEST => "bad-request",
-        StatusCode::NOT_FOUND => "route-not-found",
-        StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
-        StatusCode::PAYLOAD_TOO_LARGE => "body-too-large",
-        StatusCode::REQUEST_TIMEOUT => "body-timeout",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
-        StatusCode::UNPROCESSABLE_ENTITY => "invalid-body",
-        s if s.is_server_error() => "internal-error",
-        _ => "request-failed",
+        StatusCode::BAD_REQUEST => ErrorCode::BadRequest,
+        StatusCode::NOT_FOUND => ErrorCode::RouteNotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::BodyTooLarge,
+        StatusCode::REQUEST_TIMEOUT => ErrorCode::BodyTimeout,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+        StatusCode::UNPROCESSABLE_ENTITY => ErrorCode::InvalidBody,
+        s if s.is_server_error() => ErrorCode::InternalError,
+        _ => ErrorCode::RequestFailed,
     };
     let message = if status.is_server_error() || text.is_empty() {
         status.canonical_reason().unwrap_or("error").to_lowercase()

@@ -27,6 +27,7 @@ use crate::domain::names::{normalize_tags, sanitize_file_name};
 use crate::domain::{
     Caller, Cursor, FileMeta, FilePatch, FileQuery, NewFile, SortKey, SortOrder, ThumbState, Visibility,
 };
+use crate::error::ErrorCode;
 use crate::media;
 use crate::media::thumbnail::is_thumbnailable;
 use crate::ratelimit::RouteClass;
@@ -89,7 +90,7 @@ impl Framing {
         } else if timed_out(e) {
             ApiError::BodyTimeout
         } else {
-            ApiError::BadRequest("invalid-multipart", e.body_text())
+            ApiError::BadRequest(ErrorCode::InvalidMultipart, e.body_text())
         }
     }
 }
@@ -201,7 +202,7 @@ impl<'a> Intake<'a> {
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| match timed_out(&e) {
                 true => ApiError::BodyTimeout,
-                false => ApiError::BadRequest("upload-interrupted", format!("reading the upload failed: {e}")),
+                false => ApiError::BadRequest(ErrorCode::UploadInterrupted, format!("reading the upload failed: {e}")),
             })?;
             self.push(chunk).await?;
         }
@@ -276,17 +277,18 @@ fn too_large(max: u64) -> ApiError {
 }
 
 fn parse_tags(raw: &str) -> Result<Vec<String>, ApiError> {
-    normalize_tags(raw.split(',')).map_err(|m| ApiError::BadRequest("invalid-tags", m))
+    normalize_tags(raw.split(',')).map_err(|m| ApiError::BadRequest(ErrorCode::InvalidTags, m))
 }
 
 fn parse_visibility(raw: &str) -> Result<Visibility, ApiError> {
-    Visibility::parse(raw.trim())
-        .ok_or_else(|| ApiError::BadRequest("invalid-visibility", "visibility must be private or public".into()))
+    Visibility::parse(raw.trim()).ok_or_else(|| {
+        ApiError::BadRequest(ErrorCode::InvalidVisibility, "visibility must be private or public".into())
+    })
 }
 
 fn file_name(raw: &str) -> Result<String, ApiError> {
     sanitize_file_name(raw)
-        .ok_or_else(|| ApiError::BadRequest("invalid-name", "the file name is empty once sanitised".into()))
+        .ok_or_else(|| ApiError::BadRequest(ErrorCode::InvalidName, "the file name is empty once sanitised".into()))
 }
 
 /// A text field, read a chunk at a time and refused as soon as it passes [`MAX_TEXT_FIELD`].
@@ -300,7 +302,7 @@ async fn text_field(mut field: Field<'_>, framing: &Framing) -> Result<String, A
         bytes.extend_from_slice(&chunk);
     }
     String::from_utf8(bytes)
-        .map_err(|_| ApiError::BadRequest("invalid-multipart", format!("field {name} is not UTF-8")))
+        .map_err(|_| ApiError::BadRequest(ErrorCode::InvalidMultipart, format!("field {name} is not UTF-8")))
 }
 
 /// Upload a file.
@@ -327,7 +329,9 @@ async fn upload_file(
         .headers()
         .get(header::CONTENT_LENGTH)
         .map(|v| v.to_str().ok().and_then(|s| s.parse::<u64>().ok()))
-        .map(|v| v.ok_or_else(|| ApiError::BadRequest("invalid-header", "Content-Length is not a number".into())))
+        .map(|v| {
+            v.ok_or_else(|| ApiError::BadRequest(ErrorCode::InvalidHeader, "Content-Length is not a number".into()))
+        })
         .transpose()?;
     // Refuse a declared oversize body before reading a byte of it.
     let limit = Limit::for_caller(&state, &caller).await?;
@@ -339,7 +343,7 @@ async fn upload_file(
     let mut visibility = params.visibility.unwrap_or_default();
     let mut name = params.name.as_deref().map(file_name).transpose()?;
     if !is_multipart && name.is_none() {
-        return Err(ApiError::BadRequest("invalid-name", "a file name is required (?name=)".into()));
+        return Err(ApiError::BadRequest(ErrorCode::InvalidName, "a file name is required (?name=)".into()));
     }
     let mut intake = Intake::new(&state, limit).await?;
 
@@ -347,7 +351,7 @@ async fn upload_file(
         let framing = Arc::new(Framing::default());
         let mut multipart = Multipart::from_request(framing.count(request), &state)
             .await
-            .map_err(|e| ApiError::BadRequest("invalid-multipart", e.body_text()))?;
+            .map_err(|e| ApiError::BadRequest(ErrorCode::InvalidMultipart, e.body_text()))?;
         let mut saw_file = false;
         while let Some(field) = multipart.next_field().await.map_err(|e| framing.error(&e))? {
             match field.name().unwrap_or_default() {
@@ -364,7 +368,7 @@ async fn upload_file(
                         false => e,
                     })?;
                 }
-                "file" => return Err(ApiError::BadRequest("invalid-multipart", "one file per upload".into())),
+                "file" => return Err(ApiError::BadRequest(ErrorCode::InvalidMultipart, "one file per upload".into())),
                 other @ ("tags" | "visibility" | "name") => {
                     let other = other.to_owned();
                     let text = text_field(field, &framing).await?;
@@ -375,17 +379,21 @@ async fn upload_file(
                     }
                 }
                 other => {
-                    return Err(ApiError::BadRequest("invalid-multipart", format!("unexpected field {other:?}")));
+                    return Err(ApiError::BadRequest(
+                        ErrorCode::InvalidMultipart,
+                        format!("unexpected field {other:?}"),
+                    ));
                 }
             }
         }
         if !saw_file {
-            return Err(ApiError::BadRequest("invalid-multipart", "the form has no file field".into()));
+            return Err(ApiError::BadRequest(ErrorCode::InvalidMultipart, "the form has no file field".into()));
         }
     } else {
         intake.drain(request.into_body().into_data_stream()).await?;
     }
-    let name = name.ok_or_else(|| ApiError::BadRequest("invalid-name", "a file name is required (?name=)".into()))?;
+    let name =
+        name.ok_or_else(|| ApiError::BadRequest(ErrorCode::InvalidName, "a file name is required (?name=)".into()))?;
 
     let hash = intake.content_hash().await?;
     let _guard = state.blob_locks.lock(&hash).await;
@@ -462,7 +470,10 @@ async fn update_file(
         name: update.name.as_deref().map(file_name).transpose()?,
         tags: update
             .tags
-            .map(|t| normalize_tags(t.iter().map(String::as_str)).map_err(|m| ApiError::BadRequest("invalid-tags", m)))
+            .map(|t| {
+                normalize_tags(t.iter().map(String::as_str))
+                    .map_err(|m| ApiError::BadRequest(ErrorCode::InvalidTags, m))
+            })
             .transpose()?,
         visibility: update.visibility,
     };
@@ -496,7 +507,7 @@ async fn restore_file(
 ) -> Result<Json<FileMeta>, ApiError> {
     let current = writable_file(&state, &caller, id).await?;
     if current.deleted_at.is_none() {
-        return Err(ApiError::Conflict("file-not-deleted", "the file is not deleted".into()));
+        return Err(ApiError::Conflict(ErrorCode::FileNotDeleted, "the file is not deleted".into()));
     }
     let meta = state.db.set_deleted(id, None, Utc::now()).await?.ok_or_else(ApiError::file_not_found)?;
     state.cache.file_changed(id).await;
@@ -580,7 +591,7 @@ async fn list_files(
     caller: Caller,
     Query(p): Query<ListParams>,
 ) -> Result<Json<FilePage>, ApiError> {
-    let bad = |m: &str| ApiError::BadRequest("invalid-query", m.to_owned());
+    let bad = |m: &str| ApiError::BadRequest(ErrorCode::InvalidQuery, m.to_owned());
     let limit = page_limit(p.limit, 50)?;
     let owner_id = match p.owner.as_deref() {
         None => Some(caller.user.id),

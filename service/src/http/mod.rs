@@ -46,6 +46,7 @@ use policy::{ApiRoutes, Governed};
 
 pub(crate) use crate::cache::SEARCH_GENERATION;
 use crate::config::Config;
+use crate::error::ErrorCode;
 
 /// Admins only; anyone else gets a 403.
 pub(crate) fn require_admin(caller: &crate::domain::Caller) -> Result<(), ApiError> {
@@ -58,7 +59,7 @@ pub(crate) fn page_limit(limit: Option<u32>, default: u32) -> Result<u32, ApiErr
     if (1..=1000).contains(&limit) {
         Ok(limit)
     } else {
-        Err(ApiError::BadRequest("invalid-query", "limit must be between 1 and 1000".into()))
+        Err(ApiError::BadRequest(ErrorCode::InvalidQuery, "limit must be between 1 and 1000".into()))
     }
 }
 
@@ -71,7 +72,7 @@ pub(crate) fn decode_cursor(
     cursor
         .map(|c| {
             crate::domain::Cursor::decode(c).filter(|c| c.sort == sort && c.order == order).ok_or_else(|| {
-                ApiError::BadRequest("invalid-cursor", "the cursor is not valid for this listing".into())
+                ApiError::BadRequest(ErrorCode::InvalidCursor, "the cursor is not valid for this listing".into())
             })
         })
         .transpose()
@@ -82,7 +83,7 @@ pub(crate) fn tag_filter(tag: Option<&str>) -> Result<Option<String>, ApiError> 
     let normalized = tag
         .map(|t| crate::domain::names::normalize_tags([t]))
         .transpose()
-        .map_err(|m| ApiError::BadRequest("invalid-tags", m))?;
+        .map_err(|m| ApiError::BadRequest(ErrorCode::InvalidTags, m))?;
     Ok(normalized.and_then(|t| t.into_iter().next()))
 }
 
@@ -104,6 +105,7 @@ where
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "FileWallBall", description = "HTTP file service"),
+    components(schemas(crate::error::ErrorBody)),
     modifiers(&BearerAuth),
     security(("api_key" = []))
 )]
@@ -214,7 +216,10 @@ async fn refuse_malformed_query(request: Request, next: Next) -> Response {
         }
     });
     if let Some(problem) = problem {
-        return axum::response::IntoResponse::into_response(ApiError::BadRequest("invalid-query", problem.into()));
+        return axum::response::IntoResponse::into_response(ApiError::BadRequest(
+            ErrorCode::InvalidQuery,
+            problem.into(),
+        ));
     }
     next.run(request).await
 }

@@ -16,6 +16,7 @@ use super::policy::{ApiRoutes, Policy};
 use super::{ApiError, AppState, SEARCH_GENERATION, decode_cursor, page_limit, tag_filter};
 use crate::cache::Family;
 use crate::domain::{Caller, FileQuery, SortKey, SortOrder};
+use crate::error::ErrorCode;
 
 pub(super) fn routes(api: ApiRoutes) -> ApiRoutes {
     api.route(Policy::read(), routes!(search_files))
@@ -50,7 +51,7 @@ async fn search_files(
     caller: Caller,
     Query(p): Query<SearchParams>,
 ) -> Result<Json<FilePage>, ApiError> {
-    let bad = |m: &str| ApiError::BadRequest("invalid-query", m.to_owned());
+    let bad = |m: &str| ApiError::BadRequest(ErrorCode::InvalidQuery, m.to_owned());
     let limit = page_limit(p.limit, 50)?;
     let q = p.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
     if q.is_some_and(|q| q.chars().count() > 200) {

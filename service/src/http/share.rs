@@ -22,6 +22,7 @@ use super::{ApiError, AppState};
 use crate::audit::Action;
 use crate::audit::AuditFacts;
 use crate::domain::{Caller, FilePatch, ShareLink, Visibility};
+use crate::error::ErrorCode;
 use crate::ratelimit::RouteClass;
 
 pub(super) fn routes(api: ApiRoutes) -> ApiRoutes {
@@ -68,12 +69,12 @@ async fn create_share(
     let ttl = body.expires_in_secs.unwrap_or(config.default_ttl_secs);
     if ttl == 0 || ttl > config.max_ttl_secs {
         return Err(ApiError::BadRequest(
-            "invalid-expiry",
+            ErrorCode::InvalidExpiry,
             format!("expires_in_secs must be between 1 and {}", config.max_ttl_secs),
         ));
     }
     if body.max_downloads.is_some_and(|m| m < 1) {
-        return Err(ApiError::BadRequest("invalid-max-downloads", "max_downloads must be at least 1".into()));
+        return Err(ApiError::BadRequest(ErrorCode::InvalidMaxDownloads, "max_downloads must be at least 1".into()));
     }
     if meta.visibility == Visibility::Private {
         let patch = FilePatch { visibility: Some(Visibility::Shared), ..FilePatch::default() };
@@ -117,7 +118,7 @@ async fn revoke_share(
     caller: Caller,
     Path(id): Path<Uuid>,
 ) -> Result<(StatusCode, Extension<AuditFacts>), ApiError> {
-    let not_found = || ApiError::NotFound("share-not-found", "share link not found".into());
+    let not_found = || ApiError::NotFound(ErrorCode::ShareNotFound, "share link not found".into());
     let link = state.db.get_share(id).await?.ok_or_else(not_found)?;
     live_writable_file(&state, &caller, link.file_id).await.map_err(|_| not_found())?;
     if !state.db.revoke_share(id, Utc::now()).await? {
@@ -136,7 +137,7 @@ async fn download_shared(
     Path(token): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let not_found = || ApiError::NotFound("share-not-found", "share link not found".into());
+    let not_found = || ApiError::NotFound(ErrorCode::ShareNotFound, "share link not found".into());
     let id = state.share_key.verify(&token).ok_or_else(not_found)?;
     let link = state.db.get_share(id).await?.ok_or_else(not_found)?;
     let now = Utc::now();

@@ -15,6 +15,7 @@ use super::policy::{ApiRoutes, Policy};
 use super::{ApiError, AppState};
 use crate::cache::Family;
 use crate::domain::{Caller, ThumbState};
+use crate::error::ErrorCode;
 use crate::media::thumbnail::ThumbSize;
 
 pub(super) fn routes(api: ApiRoutes) -> ApiRoutes {
@@ -43,9 +44,9 @@ async fn get_thumbnail(
     let meta = readable_file(&state, &caller, id).await?;
     let size = p.size.unwrap_or(ThumbSize::Medium);
     match meta.thumbnail {
-        None => return Err(ApiError::NotFound("no-thumbnail", "this file is not an image".into())),
+        None => return Err(ApiError::NotFound(ErrorCode::NoThumbnail, "this file is not an image".into())),
         Some(ThumbState::Failed) => {
-            return Err(ApiError::Unprocessable("undecodable-image", "the image could not be decoded".into()));
+            return Err(ApiError::Unprocessable(ErrorCode::UndecodableImage, "the image could not be decoded".into()));
         }
         Some(ThumbState::Pending) => {
             let body = axum::Json(serde_json::json!({"status": "pending"}));

@@ -15,6 +15,7 @@ use crate::auth::{self, NewKey};
 use crate::db::{DbError, NewUser, UserPatch};
 use crate::domain::names::validate_user_name;
 use crate::domain::{ApiKey, Caller, Role, User};
+use crate::error::ErrorCode;
 
 pub(super) fn routes(api: ApiRoutes) -> ApiRoutes {
     api.route(Policy::recorded(Action::UserCreate), routes!(create_user))
@@ -31,7 +32,7 @@ fn require_self_or_admin(caller: &Caller, user_id: Uuid) -> Result<(), ApiError>
     if caller.is_admin() || caller.user.id == user_id {
         Ok(())
     } else {
-        Err(ApiError::NotFound("user-not-found", "user not found".into()))
+        Err(ApiError::NotFound(ErrorCode::UserNotFound, "user not found".into()))
     }
 }
 
@@ -58,16 +59,16 @@ async fn create_user(
     Json(body): Json<CreateUser>,
 ) -> Result<(StatusCode, Json<User>), ApiError> {
     require_admin(&caller)?;
-    validate_user_name(&body.name).map_err(|m| ApiError::BadRequest("invalid-name", m.into()))?;
+    validate_user_name(&body.name).map_err(|m| ApiError::BadRequest(ErrorCode::InvalidName, m.into()))?;
     if body.quota_bytes.is_some_and(|q| q < 0) {
-        return Err(ApiError::BadRequest("invalid-quota", "quota_bytes must not be negative".into()));
+        return Err(ApiError::BadRequest(ErrorCode::InvalidQuota, "quota_bytes must not be negative".into()));
     }
     let user = state
         .db
         .create_user(&NewUser { name: body.name, role: body.role, quota_bytes: body.quota_bytes })
         .await
         .map_err(|e| match e {
-            DbError::Conflict(_) => ApiError::Conflict("user-exists", "a user with this name exists".into()),
+            DbError::Conflict(_) => ApiError::Conflict(ErrorCode::UserExists, "a user with this name exists".into()),
             other => other.into(),
         })?;
     Ok((StatusCode::CREATED, Json(user)))
@@ -114,14 +115,14 @@ async fn update_user(
 ) -> Result<Json<User>, ApiError> {
     require_admin(&caller)?;
     if body.quota_bytes.flatten().is_some_and(|q| q < 0) {
-        return Err(ApiError::BadRequest("invalid-quota", "quota_bytes must not be negative".into()));
+        return Err(ApiError::BadRequest(ErrorCode::InvalidQuota, "quota_bytes must not be negative".into()));
     }
     let patch = UserPatch { role: body.role, quota_bytes: body.quota_bytes, disabled: body.disabled };
     let user = state
         .db
         .update_user(user_id, &patch)
         .await?
-        .ok_or_else(|| ApiError::NotFound("user-not-found", "user not found".into()))?;
+        .ok_or_else(|| ApiError::NotFound(ErrorCode::UserNotFound, "user not found".into()))?;
     state.cache.invalidate_user(user_id).await;
     auth::keys_changed(&state).await;
     Ok(Json(user))
@@ -146,7 +147,11 @@ async fn issue_key(
     Path(user_id): Path<Uuid>,
 ) -> Result<(StatusCode, Json<IssuedKey>), ApiError> {
     require_admin(&caller)?;
-    state.db.get_user(user_id).await?.ok_or_else(|| ApiError::NotFound("user-not-found", "user not found".into()))?;
+    state
+        .db
+        .get_user(user_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(ErrorCode::UserNotFound, "user not found".into()))?;
     let new = NewKey::generate();
     let key = state.db.create_api_key(user_id, &new.hash, &new.prefix).await?;
     Ok((StatusCode::CREATED, Json(IssuedKey { key, secret: new.secret })))
@@ -178,6 +183,6 @@ async fn revoke_key(
         auth::keys_changed(&state).await;
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::NotFound("key-not-found", "no such live key".into()))
+        Err(ApiError::NotFound(ErrorCode::KeyNotFound, "no such live key".into()))
     }
 }
