@@ -21,12 +21,12 @@ use serde::{Deserialize, Serialize};
 /// The version of the schema below, written into every summary.
 pub const SCHEMA_VERSION: u32 = 2;
 
-/// The cache families that hold data a request asks for, which the seed's cache-hit target is about. The
+/// The cache families that hold data a request asks for, which the performance guide's cache-hit target is about. The
 /// permission family (`user_perm`) is left out: with a hundred accounts it hits nearly always, and counted in it
 /// would lift a data hit ratio of 64 % to a total of 80 %.
 pub const DATA_FAMILIES: [&str; 4] = ["file_meta", "file_content", "thumbnail", "search"];
 
-/// The latency classes of the seed's targets; every request belongs to one.
+/// The latency classes of the performance guide's targets; every request belongs to one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Class {

@@ -403,7 +403,7 @@ mod tests {
         stats.p95_windows_ms.iter_mut().for_each(|w| *w *= factor);
     }
 
-    /// A run that meets every target of the seed's peak.
+    /// A run that meets every target of the performance guide's peak.
     fn passing() -> Summary {
         let now = chrono::Utc::now();
         Summary {

@@ -98,9 +98,9 @@ pub struct DatabaseConfig {
     /// `sqlite://…` or `postgres://…`; empty means the SQLite file `<data_dir>/filewallball.db`.
     #[serde(serialize_with = "mask_secret")]
     pub url: SecretString,
-    /// Connections kept for steady load (the seed's `pool_size`; SQLite uses it as its whole pool).
+    /// Connections kept for steady load (the performance guide's `pool_size`; SQLite uses it as its whole pool).
     pub pool_size: u32,
-    /// Extra connections allowed under bursts, closed again when idle (the seed's `max_overflow`).
+    /// Extra connections allowed under bursts, closed again when idle (the performance guide's `max_overflow`).
     pub max_overflow: u32,
     /// How long a request waits for a connection before it is answered 503.
     pub pool_timeout_secs: u64,

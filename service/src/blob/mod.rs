@@ -1,6 +1,6 @@
 //! The blob store: file bytes, content-addressed by their BLAKE3 hash.
 //!
-//! [`BlobStore`] is the interface (a local directory now, S3-compatible storage later).
+//! [`BlobStore`] is the interface; a local directory is the one backend.
 //! Bytes arrive through a [`BlobWriter`] that hashes while it writes; nothing is visible under
 //! its hash until [`BlobWriter::finish`] has made it durable, and a writer dropped early leaves nothing.
 

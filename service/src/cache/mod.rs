@@ -1,4 +1,4 @@
-//! The cache: the seed's key families and TTLs over a pluggable backend (in-process or Redis).
+//! The cache: the performance guide's key families and TTLs over a pluggable backend (in-process or Redis).
 //!
 //! [`Cache`] is what the service calls. It builds keys (`{namespace}:{family}:{id}`), counts a hit or a miss
 //! per family on every lookup, and never lets a backend failure fail a request: a failed read counts as a miss
@@ -35,7 +35,7 @@ pub(crate) enum CacheError {
 /// The generation folded into every `search:{query_hash}` key.
 pub(crate) const SEARCH_GENERATION: &str = "search";
 
-/// A key family of the seed's cache contract.
+/// A key family of the performance guide's cache contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Family {
     FileMeta,
@@ -50,7 +50,7 @@ impl Family {
     pub(crate) const ALL: [Family; 6] =
         [Family::FileMeta, Family::UserPerm, Family::FileContent, Family::Search, Family::Stats, Family::Thumbnail];
 
-    /// The key pattern's fixed part, as the seed writes it.
+    /// The key pattern's fixed part, as the performance guide writes it.
     pub(crate) fn key_prefix(self) -> &'static str {
         match self {
             Family::FileMeta => "file:meta",

@@ -1,4 +1,4 @@
-//! The shared cache backend: Redis, with the seed's keys and TTLs (`SET key value EX ttl`).
+//! The shared cache backend: Redis, with the performance guide's keys and TTLs (`SET key value EX ttl`).
 //!
 //! Redis being slow or gone must never fail a request. Every command has a deadline, and a circuit breaker
 //! stops asking Redis for a while after repeated failures, so requests go straight to the database instead of

@@ -50,7 +50,7 @@ impl From<sqlx::Error> for DbError {
     }
 }
 
-/// Pool sizing, from the seed: a base size, an overflow on top, a wait limit, a recycle age and a pre-ping.
+/// Pool sizing, from the performance guide: a base size, an overflow on top, a wait limit, a recycle age and a pre-ping.
 #[derive(Debug, Clone)]
 pub(crate) struct PoolSettings {
     pub(crate) size: u32,

@@ -29,8 +29,8 @@ impl PostgresStore {
     pub(crate) fn connect_lazy(url: &str, settings: &PoolSettings) -> Result<Self, DbError> {
         let options = PgConnectOptions::from_str(url)?.application_name("filewallball");
         let pool = PgPoolOptions::new()
-            // The seed's pool of 20 plus 30 overflow is a ceiling of 50; connections above the base size
-            // are closed after a while idle, which is what overflow connections do in the seed's pool.
+            // The performance guide's pool of 20 plus 30 overflow is a ceiling of 50; connections above the base size
+            // are closed after a while idle, which is what overflow connections do in the performance guide's pool.
             .max_connections(settings.size + settings.overflow)
             .min_connections(0)
             .idle_timeout(Some(Duration::from_secs(60)))

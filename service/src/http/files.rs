@@ -225,7 +225,7 @@ impl<'a> Intake<'a> {
     }
 }
 
-/// `file_upload_duration_seconds{file_type,size_class}`: the seed's upload latency, by top-level type and size.
+/// `file_upload_duration_seconds{file_type,size_class}`: the performance guide's upload latency, by top-level type and size.
 fn record_upload(state: &AppState, meta: &FileMeta, took: std::time::Duration) {
     const MIB: i64 = 1024 * 1024;
     let file_type = meta.mime_type.split('/').next().unwrap_or("other").to_owned();

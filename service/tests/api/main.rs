@@ -1,4 +1,5 @@
-//! Integration tests: the real application on a real port, on the embedded backend.
+//! Integration tests: the real application on a real port, on the embedded backend and on PostgreSQL + Redis
+//! (`backends.rs` says how each test runs on both).
 
 mod audit;
 mod auth;
