@@ -14,6 +14,7 @@ mod ratelimit;
 mod search;
 mod share;
 mod thumbnails;
+mod upload;
 mod users;
 
 use std::sync::Arc;
@@ -129,7 +130,9 @@ pub(crate) fn router(state: AppState) -> Router {
     let cors = cors_layer(&state.config);
     let server = &state.config.server;
     let mut api = ApiRoutes::new(OpenApiRouter::with_openapi(ApiDoc::openapi()));
-    for routes in [files::routes, content::routes, users::routes, admin::routes, share::routes, search::routes] {
+    for routes in
+        [files::routes, upload::routes, content::routes, users::routes, admin::routes, share::routes, search::routes]
+    {
         api = routes(api);
     }
     let (guarded, policies) = debug::routes(thumbnails::routes(api)).into_parts();
