@@ -141,8 +141,48 @@ pub fn report(
     baseline: Option<&Summary>,
     differential: Option<Result<&str, &str>>,
 ) -> String {
-    let mut body = String::new();
     let verdict_word = if verdict.passed { "PASS" } else { "FAIL" };
+    let body = [
+        header(run, verdict_word),
+        verdict_section(verdict),
+        latency_section(run, baseline),
+        timeline_section(run, baseline),
+        cache_section(run, baseline),
+        resources_section(run),
+        profile_section(run, differential),
+    ]
+    .concat();
+    format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font: 14px/1.4 system-ui, sans-serif; margin: 0 auto; max-width: 1200px; padding: 0 16px 32px; color: #222; }}
+header {{ padding: 12px 16px; margin: 16px 0; border-radius: 6px; }}
+header.pass {{ background: #e3f6e5; border: 1px solid #5cb85c; }}
+header.fail {{ background: #fbe3e3; border: 1px solid #d9534f; }}
+h1 {{ margin: 0 0 4px; font-size: 22px; }}
+h2 {{ font-size: 17px; border-bottom: 1px solid #ddd; padding-bottom: 2px; }}
+table {{ border-collapse: collapse; margin: 6px 0; }}
+th, td {{ padding: 3px 10px; text-align: right; border-bottom: 1px solid #eee; }}
+th:first-child, td:first-child {{ text-align: left; }}
+tr.fail td {{ background: #fbe3e3; }} tr.better td {{ background: #e3f0fb; }} tr.class td {{ font-weight: 600; }}
+.base {{ color: #888; }} .note {{ color: #666; font-size: 12px; }}
+.charts {{ display: flex; flex-wrap: wrap; gap: 16px; }}
+figure {{ margin: 0; width: {WIDTH}px; }} figcaption {{ font-weight: 600; margin-bottom: 2px; }}
+svg text.tick {{ font-size: 10px; fill: #555; }} svg text.axis {{ font-size: 11px; fill: #333; }}
+.legend {{ font-size: 12px; }} .key {{ margin-right: 12px; white-space: nowrap; }} .key svg {{ vertical-align: middle; margin-right: 4px; }}
+img.flame {{ max-width: 100%; border: 1px solid #ddd; }}
+</style></head><body>
+{body}
+</body></html>
+"#,
+        title = esc(&format!("{} {verdict_word}", run.run.scenario)),
+    )
+}
+
+/// The banner: the scenario, where it ran, and the verdict.
+fn header(run: &Summary, verdict_word: &str) -> String {
+    let mut body = String::new();
     let _ = write!(
         body,
         r#"<header class="{}"><h1>{} — {verdict_word}</h1><p>{} on {} ({} backend), {} users, {:.0} s steady from {}; revision {}{}</p></header>"#,
@@ -157,7 +197,12 @@ pub fn report(
         esc(run.run.git_revision.as_deref().map_or("unknown", |r| &r[..r.len().min(12)])),
         if run.run.git_dirty == Some(true) { " (uncommitted changes)" } else { "" },
     );
+    body
+}
 
+/// The checks against the targets and, with a baseline, the changes against it.
+fn verdict_section(verdict: &Verdict) -> String {
+    let mut body = String::new();
     body.push_str(
         "<section><h2>Verdict</h2><table><tr><th>check</th><th>measured</th><th>limit</th><th>result</th></tr>",
     );
@@ -207,8 +252,12 @@ pub fn report(
         let _ = write!(body, "<p class=note>baseline: {}</p>", esc(note));
     }
     body.push_str("</section>");
+    body
+}
 
-    // Latency: the figures, then a percentile curve per class.
+/// Latency: the figures, then a percentile curve per class.
+fn latency_section(run: &Summary, baseline: Option<&Summary>) -> String {
+    let mut body = String::new();
     body.push_str("<section><h2>Latency (ms)</h2><table><tr><th></th><th>count</th><th>errors</th><th>p50</th><th>p95</th><th>p99</th><th>max</th><th>sent p50</th><th>sent p95</th><th>sent p99</th></tr>");
     let mut rows: Vec<(String, &crate::RequestStats, bool)> =
         run.classes.iter().map(|(c, s)| (c.to_string(), s, true)).collect();
@@ -269,8 +318,12 @@ pub fn report(
         body.push_str(&chart(&format!("{class}: latency by percentile"), "percentile", "ms", &lines, true));
     }
     body.push_str("</div></section>");
+    body
+}
 
-    // Over time.
+/// Throughput, errors, CPU and memory over the steady state.
+fn timeline_section(run: &Summary, baseline: Option<&Summary>) -> String {
+    let mut body = String::new();
     body.push_str("<section><h2>Over the steady state</h2><div class=charts>");
     let t = &run.timeline;
     let mut rate_lines = vec![
@@ -314,8 +367,12 @@ pub fn report(
         false,
     ));
     body.push_str("</div></section>");
+    body
+}
 
-    // Cache.
+/// The hit ratio of each cache family, and of the families the target judges.
+fn cache_section(run: &Summary, baseline: Option<&Summary>) -> String {
+    let mut body = String::new();
     body.push_str("<section><h2>Cache hit ratio</h2><table><tr><th>family</th><th>hits</th><th>misses</th><th>ratio</th><th></th></tr>");
     let families = run
         .cache
@@ -350,8 +407,12 @@ pub fn report(
          (<code>user_perm</code>) is shown apart.</p></section>",
         crate::DATA_FAMILIES.join(", ")
     );
+    body
+}
 
-    // Resources and the profile.
+/// The service's and the load generator's CPU and memory, and what the profiler cost.
+fn resources_section(run: &Summary) -> String {
+    let mut body = String::new();
     let cores = |c: Option<f64>| c.map_or("–".to_owned(), |c| format!("{c:.2}"));
     let mib = |b: Option<u64>| b.map_or("–".to_owned(), |b| format!("{:.0} MiB", b as f64 / 1048576.0));
     let _ = write!(
@@ -390,6 +451,12 @@ pub fn report(
              CPU per request.</p>"
         )),
     );
+    body
+}
+
+/// The flamegraph and, with a baseline, the differential one.
+fn profile_section(run: &Summary, differential: Option<Result<&str, &str>>) -> String {
+    let mut body = String::new();
     body.push_str("<section><h2>CPU profile of the service</h2>");
     match &run.artifacts.flamegraph {
         Some(path) => {
@@ -418,33 +485,7 @@ pub fn report(
         None => {}
     }
     body.push_str("</section>");
-
-    format!(
-        r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>
-body {{ font: 14px/1.4 system-ui, sans-serif; margin: 0 auto; max-width: 1200px; padding: 0 16px 32px; color: #222; }}
-header {{ padding: 12px 16px; margin: 16px 0; border-radius: 6px; }}
-header.pass {{ background: #e3f6e5; border: 1px solid #5cb85c; }}
-header.fail {{ background: #fbe3e3; border: 1px solid #d9534f; }}
-h1 {{ margin: 0 0 4px; font-size: 22px; }}
-h2 {{ font-size: 17px; border-bottom: 1px solid #ddd; padding-bottom: 2px; }}
-table {{ border-collapse: collapse; margin: 6px 0; }}
-th, td {{ padding: 3px 10px; text-align: right; border-bottom: 1px solid #eee; }}
-th:first-child, td:first-child {{ text-align: left; }}
-tr.fail td {{ background: #fbe3e3; }} tr.better td {{ background: #e3f0fb; }} tr.class td {{ font-weight: 600; }}
-.base {{ color: #888; }} .note {{ color: #666; font-size: 12px; }}
-.charts {{ display: flex; flex-wrap: wrap; gap: 16px; }}
-figure {{ margin: 0; width: {WIDTH}px; }} figcaption {{ font-weight: 600; margin-bottom: 2px; }}
-svg text.tick {{ font-size: 10px; fill: #555; }} svg text.axis {{ font-size: 11px; fill: #333; }}
-.legend {{ font-size: 12px; }} .key {{ margin-right: 12px; white-space: nowrap; }} .key svg {{ vertical-align: middle; margin-right: 4px; }}
-img.flame {{ max-width: 100%; border: 1px solid #ddd; }}
-</style></head><body>
-{body}
-</body></html>
-"#,
-        title = esc(&format!("{} {verdict_word}", run.run.scenario)),
-    )
+    body
 }
 
 fn pairs(points: &[[f64; 2]]) -> Vec<(f64, f64)> {
