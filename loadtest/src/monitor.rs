@@ -261,28 +261,46 @@ impl Monitor {
     /// Runs from now until the end of the steady state.
     pub async fn run(self, clock: Clock) -> MonitorReport {
         let mut report = MonitorReport::default();
-        let steady = clock.steady_end.duration_since(clock.steady_start);
-        // The profile covers the middle of the steady state: up to 30 s, at most a third of it.
-        let profile_secs = (steady.as_secs() / 3).min(30);
-        let profile = (self.profile && profile_secs >= 1).then(|| {
-            let at = clock.steady_start + steady / 2 - Duration::from_secs(profile_secs) / 2;
-            let from = at.duration_since(clock.steady_start).as_secs() as u32;
-            report.profile_window = Some((from, from + profile_secs as u32));
-            let api = self.api.clone();
-            let key = self.admin_key.clone();
-            let dir = self.out_dir.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep_until(at.into()).await;
-                let result = profile_to(&api, &key, profile_secs, &dir).await;
-                (result, Instant::now())
-            })
-        });
-
+        let profile = self.schedule_profile(&clock, &mut report);
         tokio::time::sleep_until(clock.steady_start.into()).await;
         match self.scrape().await {
             Ok(s) => report.start = Some(s),
             Err(e) => report.problems.push(format!("/metrics at the start of the steady state: {e}")),
         }
+        self.sample(&clock, &mut report).await;
+        match self.scrape().await {
+            Ok(s) => report.end = Some(s),
+            Err(e) => report.problems.push(format!("/metrics at the end of the steady state: {e}")),
+        }
+        if let (Some(a), Some(b)) = (&report.start, &report.end) {
+            report.invalid.extend(counters_went_back(a, b));
+        }
+        self.collect_profile(profile, &clock, &mut report).await;
+        report
+    }
+
+    /// Starts the task that takes the CPU profile over the middle of the steady state (up to 30 s, at most a
+    /// third of it), and notes its window.
+    fn schedule_profile(&self, clock: &Clock, report: &mut MonitorReport) -> Option<ProfileTask> {
+        let steady = clock.steady_end.duration_since(clock.steady_start);
+        let profile_secs = (steady.as_secs() / 3).min(30);
+        if !self.profile || profile_secs < 1 {
+            return None;
+        }
+        let at = clock.steady_start + steady / 2 - Duration::from_secs(profile_secs) / 2;
+        let from = at.duration_since(clock.steady_start).as_secs() as u32;
+        report.profile_window = Some((from, from + profile_secs as u32));
+        let (api, key, dir) = (self.api.clone(), self.admin_key.clone(), self.out_dir.clone());
+        Some(tokio::spawn(async move {
+            tokio::time::sleep_until(at.into()).await;
+            let result = profile_to(&api, &key, profile_secs, &dir).await;
+            (result, Instant::now())
+        }))
+    }
+
+    /// Reads the service's, this process's and the machine's CPU and memory once a second until the steady
+    /// state ends: from `/proc` when the service's pid is known, else from its `/metrics`.
+    async fn sample(&self, clock: &Clock, report: &mut MonitorReport) {
         let pid = self.service_pid.map(Pid::from_u32);
         let own = Pid::from_u32(std::process::id());
         let mut system = match System::new_with_specifics(
@@ -292,7 +310,7 @@ impl Monitor {
             Err(e) => {
                 report.problems.push(format!("reading processes: {e}"));
                 report.source = "none";
-                return report;
+                return;
             }
         };
         let pids: Vec<Pid> = pid.into_iter().chain([own]).collect();
@@ -327,7 +345,7 @@ impl Monitor {
                 sample.own_cpu_cores = Some(f64::from(p.cpu_usage()) / 100.0);
                 sample.own_rss_bytes = Some(p.memory());
             }
-            match pid {
+            let read = match pid {
                 Some(pid) => match system.process(pid) {
                     Some(p) => {
                         sample.server_cpu_cores = Some(f64::from(p.cpu_usage()) / 100.0);
@@ -335,29 +353,16 @@ impl Monitor {
                         if report.memory_limit.is_none() {
                             report.memory_limit = p.cgroup_limits().map(|l| l.total_memory);
                         }
+                        true
                     }
-                    None => lost += 1,
+                    None => false,
                 },
-                None if report.source == "metrics" => match self.scrape().await {
-                    Ok(snap) => {
-                        let at = Instant::now();
-                        if let (Some((then, before)), Some(cpu)) = (&last_metrics, snap.cpu_seconds) {
-                            let spent = cpu - before.cpu_seconds.unwrap_or(cpu);
-                            if spent < 0.0 || before.start_time != snap.start_time {
-                                report.invalid.push(format!(
-                                    "the service's CPU counter went back {:.1} s into the steady state (a restart?)",
-                                    at.duration_since(clock.steady_start).as_secs_f64()
-                                ));
-                            }
-                            sample.server_cpu_cores = Some(spent.max(0.0) / at.duration_since(*then).as_secs_f64());
-                        }
-                        sample.server_rss_bytes = snap.rss_bytes.map(|b| b as u64);
-                        last_metrics = Some((at, snap));
-                    }
-                    Err(_) => lost += 1,
-                },
-                None => {}
-            }
+                None if report.source == "metrics" => {
+                    self.sample_metrics(clock, &mut last_metrics, &mut sample, &mut report.invalid).await
+                }
+                None => true,
+            };
+            lost += u32::from(!read);
             report.samples.push(sample);
         }
         if lost > 0 {
@@ -367,13 +372,36 @@ impl Monitor {
                 if pid.is_some() { "its process" } else { "its /metrics" }
             ));
         }
-        match self.scrape().await {
-            Ok(s) => report.end = Some(s),
-            Err(e) => report.problems.push(format!("/metrics at the end of the steady state: {e}")),
+    }
+
+    /// The service's CPU (since the last scrape) and memory from its `/metrics`; `false` when it did not answer.
+    async fn sample_metrics(
+        &self,
+        clock: &Clock,
+        last: &mut Option<(Instant, MetricsSnapshot)>,
+        sample: &mut Sample1s,
+        invalid: &mut Vec<String>,
+    ) -> bool {
+        let Ok(snap) = self.scrape().await else { return false };
+        let at = Instant::now();
+        if let (Some((then, before)), Some(cpu)) = (&*last, snap.cpu_seconds) {
+            let spent = cpu - before.cpu_seconds.unwrap_or(cpu);
+            if spent < 0.0 || before.start_time != snap.start_time {
+                invalid.push(format!(
+                    "the service's CPU counter went back {:.1} s into the steady state (a restart?)",
+                    at.duration_since(clock.steady_start).as_secs_f64()
+                ));
+            }
+            sample.server_cpu_cores = Some(spent.max(0.0) / at.duration_since(*then).as_secs_f64());
         }
-        if let (Some(a), Some(b)) = (&report.start, &report.end) {
-            report.invalid.extend(counters_went_back(a, b));
-        }
+        sample.server_rss_bytes = snap.rss_bytes.map(|b| b as u64);
+        *last = Some((at, snap));
+        true
+    }
+
+    /// Waits for the profile, and notes where it is, when it really ended, or why there is none.
+    async fn collect_profile(&self, profile: Option<ProfileTask>, clock: &Clock, report: &mut MonitorReport) {
+        let note = |why: &dyn std::fmt::Display| Some(format!("no CPU profile: {why}"));
         match profile {
             Some(task) => match task.await {
                 Ok((result, done)) => {
@@ -383,17 +411,19 @@ impl Monitor {
                     }
                     match result {
                         Ok(addresses) => report.profile_addresses = Some(addresses),
-                        Err(e) => report.flamegraph_note = Some(format!("no CPU profile: {e}")),
+                        Err(e) => report.flamegraph_note = note(&e),
                     }
                 }
-                Err(e) => report.flamegraph_note = Some(format!("no CPU profile: {e}")),
+                Err(e) => report.flamegraph_note = note(&e),
             },
             None if !self.profile => report.flamegraph_note = Some("not asked for (--no-profile)".into()),
             None => report.flamegraph_note = Some("the steady state is too short for a CPU profile".into()),
         }
-        report
     }
 }
+
+/// The task taking the CPU profile: where its addresses went (or why not), and when it finished.
+type ProfileTask = tokio::task::JoinHandle<(anyhow::Result<PathBuf>, Instant)>;
 
 /// Takes the service's CPU profile as raw addresses into `dir/profile.addresses`: the service names nothing (naming
 /// would cost it hundreds of MiB and a core for seconds, in the middle of the run). [`draw_profile`] names them

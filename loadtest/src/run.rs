@@ -102,7 +102,16 @@ pub async fn run(options: &Options) -> anyhow::Result<Summary> {
     driven?;
     monitor::draw_profile(&mut watched).await;
 
-    let summary = summarize(options, &scenario, scenario_hash, clock, started_at, ended_at, &recorder, &watched)?;
+    let finished = Finished {
+        scenario: &scenario,
+        scenario_hash,
+        clock,
+        started_at,
+        ended_at,
+        recorder: &recorder,
+        watched: &watched,
+    };
+    let summary = summarize(options, finished)?;
     summary.write(&options.out.join("summary.json"))?;
     for problem in &watched.problems {
         say(&format!("warning: {problem}"));
@@ -128,35 +137,73 @@ async fn clean_up(api: &Api, admin_key: &str, data: &seed::DataSet, workload: &F
 /// Seconds after a CPU profile's capture left out of the memory growth: its buffers are the profiler's.
 const PROFILE_SETTLING_S: f64 = 60.0;
 
-#[allow(clippy::too_many_arguments)]
-fn summarize(
-    options: &Options,
-    scenario: &Scenario,
+/// What a finished run leaves to summarise.
+struct Finished<'a> {
+    scenario: &'a Scenario,
     scenario_hash: String,
     clock: Clock,
     started_at: DateTime<Utc>,
     ended_at: DateTime<Utc>,
-    recorder: &Recorder,
-    watched: &MonitorReport,
-) -> anyhow::Result<Summary> {
-    let classes = recorder.by_class();
-    let requests = recorder.by_name();
-    let steady_s = scenario.steady_s as f64;
+    recorder: &'a Recorder,
+    watched: &'a MonitorReport,
+}
 
-    let (cache, latency) = match (&watched.start, &watched.end) {
-        (Some(a), Some(b)) => (monitor::cache_between(a, b), monitor::latency_between(a, b)),
+fn summarize(options: &Options, run: Finished<'_>) -> anyhow::Result<Summary> {
+    let classes = run.recorder.by_class();
+    let steady_s = run.scenario.steady_s as f64;
+    let (cores, memory) = machine_size();
+    let machine = machine_figures(options, run.watched, cores, memory);
+    let timeline = timeline(run.recorder, &run.watched.samples);
+    let server = server_figures(run.watched, &timeline, cores, &machine);
+    let cache = match (&run.watched.start, &run.watched.end) {
+        (Some(a), Some(b)) => monitor::cache_between(a, b),
         _ => Default::default(),
     };
-    let (cores, memory) = machine_size();
-    let samples = &watched.samples;
-    let server_process = monitor::process_figures(
-        samples.iter().map(|s| s.server_cpu_cores),
-        samples.iter().map(|s| s.server_rss_bytes),
-    );
-    let own =
+    let samples = &run.watched.samples;
+    let loadtest =
         monitor::process_figures(samples.iter().map(|s| s.own_cpu_cores), samples.iter().map(|s| s.own_rss_bytes));
+    Ok(Summary {
+        schema_version: SCHEMA_VERSION,
+        run: run_meta(options, &run, cores, memory),
+        rate: rate_figures(&classes, steady_s, run.scenario.mean_steady_rate()),
+        classes,
+        requests: run.recorder.by_name(),
+        cache,
+        server,
+        loadtest,
+        machine,
+        timeline,
+        targets: run.scenario.targets.clone(),
+        artifacts: artifacts(options, run.watched, run.recorder)?,
+        pacing: run.recorder.lateness(),
+        invalid: run.watched.invalid.clone(),
+    })
+}
+
+fn run_meta(options: &Options, run: &Finished<'_>, cores: usize, memory: u64) -> RunMeta {
+    let (git_revision, git_dirty) = git_state();
+    RunMeta {
+        git_revision,
+        git_dirty,
+        scenario: run.scenario.name.clone(),
+        scenario_file: options.scenario.display().to_string(),
+        scenario_hash: run.scenario_hash.clone(),
+        target_url: options.target.clone(),
+        backend: options.backend.clone(),
+        cores,
+        memory_bytes: memory,
+        started_at: run.started_at,
+        steady_started_at: DateTime::<Utc>::from(run.clock.wall(run.clock.steady_start)),
+        ended_at: run.ended_at,
+        users: run.scenario.users,
+        steady_seconds: run.scenario.steady_s as f64,
+    }
+}
+
+fn machine_figures(options: &Options, watched: &MonitorReport, cores: usize, memory: u64) -> MachineFigures {
+    let samples = &watched.samples;
     let busy: Vec<f64> = samples.iter().filter_map(|s| s.machine_cpu_busy).collect();
-    let machine = MachineFigures {
+    MachineFigures {
         cores,
         memory_bytes: memory,
         cpu_busy_mean: (!busy.is_empty()).then(|| busy.iter().sum::<f64>() / busy.len() as f64),
@@ -164,9 +211,12 @@ fn summarize(
         memory_used_max_bytes: samples.iter().filter_map(|s| s.machine_memory_used).max(),
         disk_used_fraction: monitor::disk_used_fraction(&options.out),
         service_memory_limit_bytes: watched.memory_limit.filter(|&l| l < memory),
-    };
+    }
+}
 
-    let mut timeline: Vec<TimelinePoint> = recorder.timeline();
+/// The recorder's seconds with the service's CPU and memory of each.
+fn timeline(recorder: &Recorder, samples: &[monitor::Sample1s]) -> Vec<TimelinePoint> {
+    let mut timeline = recorder.timeline();
     for sample in samples {
         // A sample at t covers the second before it.
         if let Some(point) = sample.t_s.checked_sub(1).and_then(|t| timeline.get_mut(t as usize)) {
@@ -174,73 +224,58 @@ fn summarize(
             point.server_rss_bytes = sample.server_rss_bytes;
         }
     }
+    timeline
+}
+
+fn server_figures(
+    watched: &MonitorReport,
+    timeline: &[TimelinePoint],
+    cores: usize,
+    machine: &MachineFigures,
+) -> ServerFigures {
+    let samples = &watched.samples;
+    let process = monitor::process_figures(
+        samples.iter().map(|s| s.server_cpu_cores),
+        samples.iter().map(|s| s.server_rss_bytes),
+    );
     let profile_window = watched.profile_window.map(|(from, to)| (f64::from(from), f64::from(to)));
-    let cpu_us_per_request = cpu_per_request(samples, &timeline, profile_window);
     let profiler = watched.profile_window.filter(|_| watched.profile_addresses.is_some()).map(|window| {
         let readings: Vec<_> = samples.iter().map(|s| (s.t_s, s.server_cpu_cores, s.server_rss_bytes)).collect();
         fwb_reports::ProfilerCost::from_samples(&readings, window)
     });
-    let histograms = recorder.write_histograms(&options.out)?;
+    let rss: Vec<(f64, f64)> =
+        samples.iter().filter_map(|s| Some((f64::from(s.t_s), s.server_rss_bytes? as f64))).collect();
+    ServerFigures {
+        source: watched.source.to_owned(),
+        process,
+        cpu_fraction_mean: process.cpu_cores_mean.map(|c| c / cores as f64),
+        memory_fraction_max: process.rss_bytes_max.map(|b| b as f64 / machine.service_memory_bytes().max(1) as f64),
+        cpu_us_per_request: cpu_per_request(samples, timeline, profile_window),
+        rss_growth_mib_per_10min: fwb_reports::rss_growth(
+            &rss,
+            profile_window.map(|(from, to)| (from, to + PROFILE_SETTLING_S)),
+        ),
+        profiler,
+        latency: match (&watched.start, &watched.end) {
+            (Some(a), Some(b)) => monitor::latency_between(a, b),
+            _ => Default::default(),
+        },
+    }
+}
+
+/// The run folder's files the summary points at, relative to the folder.
+fn artifacts(options: &Options, watched: &MonitorReport, recorder: &Recorder) -> anyhow::Result<Artifacts> {
     let in_dir = |p: &Path| p.strip_prefix(&options.out).unwrap_or(p).display().to_string();
-    let goose_reports = ["goose-report.html", "goose-report.json", "goose-report.md"]
-        .iter()
-        .filter(|f| options.out.join(f).exists())
-        .map(|f| (*f).to_owned())
-        .collect();
-    let (git_revision, git_dirty) = git_state();
-    Ok(Summary {
-        schema_version: SCHEMA_VERSION,
-        run: RunMeta {
-            git_revision,
-            git_dirty,
-            scenario: scenario.name.clone(),
-            scenario_file: options.scenario.display().to_string(),
-            scenario_hash,
-            target_url: options.target.clone(),
-            backend: options.backend.clone(),
-            cores,
-            memory_bytes: memory,
-            started_at,
-            steady_started_at: DateTime::<Utc>::from(clock.wall(clock.steady_start)),
-            ended_at,
-            users: scenario.users,
-            steady_seconds: steady_s,
-        },
-        rate: rate_figures(&classes, steady_s, scenario.mean_steady_rate()),
-        classes,
-        requests,
-        cache,
-        server: ServerFigures {
-            source: watched.source.to_owned(),
-            process: server_process,
-            cpu_fraction_mean: server_process.cpu_cores_mean.map(|c| c / cores as f64),
-            memory_fraction_max: server_process
-                .rss_bytes_max
-                .map(|b| b as f64 / machine.service_memory_bytes().max(1) as f64),
-            cpu_us_per_request,
-            rss_growth_mib_per_10min: fwb_reports::rss_growth(
-                &samples
-                    .iter()
-                    .filter_map(|s| Some((f64::from(s.t_s), s.server_rss_bytes? as f64)))
-                    .collect::<Vec<_>>(),
-                profile_window.map(|(from, to)| (from, to + PROFILE_SETTLING_S)),
-            ),
-            profiler,
-            latency,
-        },
-        loadtest: own,
-        machine,
-        timeline,
-        targets: scenario.targets.clone(),
-        artifacts: Artifacts {
-            goose_reports,
-            histograms,
-            flamegraph: watched.flamegraph.as_deref().map(in_dir),
-            folded: watched.folded.as_deref().map(in_dir),
-            flamegraph_note: watched.flamegraph_note.clone(),
-        },
-        pacing: recorder.lateness(),
-        invalid: watched.invalid.clone(),
+    Ok(Artifacts {
+        goose_reports: ["goose-report.html", "goose-report.json", "goose-report.md"]
+            .iter()
+            .filter(|f| options.out.join(f).exists())
+            .map(|f| (*f).to_owned())
+            .collect(),
+        histograms: recorder.write_histograms(&options.out)?,
+        flamegraph: watched.flamegraph.as_deref().map(in_dir),
+        folded: watched.folded.as_deref().map(in_dir),
+        flamegraph_note: watched.flamegraph_note.clone(),
     })
 }
 
