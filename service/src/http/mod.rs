@@ -106,7 +106,12 @@ where
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "FileWallBall", description = "HTTP file service"),
-    components(schemas(crate::error::ErrorBody)),
+    components(schemas(
+        crate::error::ErrorBody,
+        crate::domain::SortKey,
+        crate::domain::SortOrder,
+        crate::media::thumbnail::ThumbSize
+    )),
     modifiers(&BearerAuth),
     security(("api_key" = []))
 )]

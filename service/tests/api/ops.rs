@@ -86,6 +86,31 @@ async fn the_openapi_document_lists_the_routes(b: Backend) {
     assert!(doc["components"]["schemas"].get("FileMeta").is_some());
 }
 
+async fn every_schema_the_openapi_document_refers_to_is_in_it(b: Backend) {
+    let app = spawn_app(&b).await;
+    let doc: Value = app.client.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                if let Some(Value::String(r)) = map.get("$ref") {
+                    out.push(r.clone());
+                }
+                map.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    refs(&doc, &mut found);
+    assert!(found.iter().any(|r| r.ends_with("/FileMeta")), "the walk finds references: {found:?}");
+    let missing: Vec<&String> = found
+        .iter()
+        .filter(|r| doc["components"]["schemas"].get(r.trim_start_matches("#/components/schemas/")).is_none())
+        .collect();
+    assert!(missing.is_empty(), "references to schemas the document lacks: {missing:?}");
+}
+
 async fn api_responses_carry_security_headers_and_no_cors_by_default(b: Backend) {
     let app = spawn_app(&b).await;
     for res in [
@@ -213,6 +238,7 @@ on_both_backends!(
     request_latency_is_recorded_per_route_template,
     every_response_has_a_request_id_and_every_error_one_shape,
     the_openapi_document_lists_the_routes,
+    every_schema_the_openapi_document_refers_to_is_in_it,
 );
 
 /// tokio-console attaches: the service started with `telemetry.console_addr` answers a gRPC call on it.
