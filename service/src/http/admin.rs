@@ -35,6 +35,7 @@ pub(crate) struct AuditParams {
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
     /// 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 

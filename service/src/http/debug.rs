@@ -25,8 +25,10 @@ const MAX_SECONDS: u64 = 120;
 #[into_params(parameter_in = Query)]
 pub(crate) struct ProfileParams {
     /// How long to sample, 1 to 120 (default 10).
+    #[param(minimum = 1, maximum = 120)]
     seconds: Option<u64>,
     /// Samples per second, 1 to 1000 (default 99; the kernel tick caps it near 250).
+    #[param(minimum = 1, maximum = 1000)]
     frequency: Option<i32>,
     /// `svg` (default), `pb` (gzip'd pprof protobuf), `folded` (folded stacks, text: to render or compare
     /// elsewhere) or `addresses` (folded stacks of raw addresses with this process's code mappings, named elsewhere

@@ -185,6 +185,7 @@ pub(crate) struct ListParams {
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
     /// Page size, 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// List the trash instead.
     #[serde(default)]

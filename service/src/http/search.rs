@@ -40,6 +40,7 @@ pub(crate) struct SearchParams {
     to: Option<DateTime<Utc>>,
     cursor: Option<String>,
     /// 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 

@@ -3,7 +3,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::backends::on_both_backends;
 use crate::helpers::{Backend, error_code, free_port, spawn_app};
@@ -84,6 +84,10 @@ async fn the_openapi_document_lists_the_routes(b: Backend) {
         assert!(doc["paths"].get(path).is_some(), "{path} in the OpenAPI document");
     }
     assert!(doc["components"]["schemas"].get("FileMeta").is_some());
+    // Bounds the handlers enforce are in the document, so a request valid by it is not refused.
+    let list = doc["paths"]["/api/v1/files"]["get"]["parameters"].as_array().unwrap();
+    let limit = list.iter().find(|p| p["name"] == "limit").unwrap();
+    assert_eq!((&limit["schema"]["minimum"], &limit["schema"]["maximum"]), (&json!(1), &json!(1000)));
 }
 
 async fn every_schema_the_openapi_document_refers_to_is_in_it(b: Backend) {
