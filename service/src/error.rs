@@ -57,53 +57,10 @@ pub(crate) enum ErrorCode {
     UserNotFound,
 }
 
-impl ErrorCode {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::BadRequest => "bad-request",
-            ErrorCode::BodyTimeout => "body-timeout",
-            ErrorCode::BodyTooLarge => "body-too-large",
-            ErrorCode::Conflict => "conflict",
-            ErrorCode::DatabaseUnavailable => "database-unavailable",
-            ErrorCode::FileNotDeleted => "file-not-deleted",
-            ErrorCode::FileNotFound => "file-not-found",
-            ErrorCode::FileTooLarge => "file-too-large",
-            ErrorCode::FileTypeDenied => "file-type-denied",
-            ErrorCode::Forbidden => "forbidden",
-            ErrorCode::InternalError => "internal-error",
-            ErrorCode::InvalidApiKey => "invalid-api-key",
-            ErrorCode::InvalidAuthorization => "invalid-authorization",
-            ErrorCode::InvalidBody => "invalid-body",
-            ErrorCode::InvalidCursor => "invalid-cursor",
-            ErrorCode::InvalidExpiry => "invalid-expiry",
-            ErrorCode::InvalidHeader => "invalid-header",
-            ErrorCode::InvalidMaxDownloads => "invalid-max-downloads",
-            ErrorCode::InvalidMultipart => "invalid-multipart",
-            ErrorCode::InvalidName => "invalid-name",
-            ErrorCode::InvalidQuery => "invalid-query",
-            ErrorCode::InvalidQuota => "invalid-quota",
-            ErrorCode::InvalidTags => "invalid-tags",
-            ErrorCode::InvalidVisibility => "invalid-visibility",
-            ErrorCode::KeyNotFound => "key-not-found",
-            ErrorCode::MethodNotAllowed => "method-not-allowed",
-            ErrorCode::MissingApiKey => "missing-api-key",
-            ErrorCode::NoThumbnail => "no-thumbnail",
-            ErrorCode::Overloaded => "overloaded",
-            ErrorCode::PreconditionFailed => "precondition-failed",
-            ErrorCode::ProfileInProgress => "profile-in-progress",
-            ErrorCode::QuotaExceeded => "quota-exceeded",
-            ErrorCode::RangeNotSatisfiable => "range-not-satisfiable",
-            ErrorCode::RateLimited => "rate-limited",
-            ErrorCode::RequestFailed => "request-failed",
-            ErrorCode::RouteNotFound => "route-not-found",
-            ErrorCode::ShareNotFound => "share-not-found",
-            ErrorCode::TooManyRefusals => "too-many-refusals",
-            ErrorCode::UndecodableImage => "undecodable-image",
-            ErrorCode::UnsupportedMediaType => "unsupported-media-type",
-            ErrorCode::UploadInterrupted => "upload-interrupted",
-            ErrorCode::UserExists => "user-exists",
-            ErrorCode::UserNotFound => "user-not-found",
-        }
+/// The code as clients see it: its name in the error body, written by serde (`invalid-query`, …).
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        serde::Serialize::serialize(self, f)
     }
 }
 
@@ -288,8 +245,13 @@ mod tests {
 
     #[test]
     fn a_code_is_written_as_its_name() {
-        for code in [ErrorCode::InvalidMaxDownloads, ErrorCode::TooManyRefusals, ErrorCode::Overloaded] {
-            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+        for (code, name) in [
+            (ErrorCode::InvalidMaxDownloads, "invalid-max-downloads"),
+            (ErrorCode::TooManyRefusals, "too-many-refusals"),
+            (ErrorCode::Overloaded, "overloaded"),
+        ] {
+            assert_eq!(serde_json::to_value(code).unwrap(), name);
+            assert_eq!(code.to_string(), name);
         }
     }
 }

@@ -43,7 +43,7 @@ pub(crate) async fn shape_errors(request: Request, next: Next) -> Response {
     // `http_requests_shed_total`, not logged one by one.
     if status.is_server_error() && report.code != ErrorCode::Overloaded {
         tracing::error!(
-            code = report.code.as_str(),
+            code = %report.code,
             detail = report.internal.as_deref().unwrap_or(""),
             "request failed"
         );
