@@ -1,10 +1,12 @@
 //! The audit at the HTTP boundary, in the order a request meets it: the client's address, the caller (a
 //! presented key), and the record of what the request did under its route's policy.
 
+use std::net::IpAddr;
+
 use axum::extract::{ConnectInfo, MatchedPath, Request};
 use axum::response::Response;
 use chrono::Utc;
-use http::{StatusCode, header};
+use http::{Extensions, HeaderMap, HeaderValue, StatusCode, Uri, header};
 use uuid::Uuid;
 
 use super::client_ip::{ClientIp, client_ip};
@@ -22,10 +24,11 @@ pub(crate) fn resolve_client(state: &AppState, request: &mut Request) {
     request.extensions_mut().insert(ClientIp(client));
 }
 
-/// Who sent a request, as the audit log records it.
+/// Who sent a request, as the audit log records it. Taken before the request runs, for every request; it is
+/// written out as text only for the requests that are recorded.
 pub(crate) struct Origin {
-    ip: Option<String>,
-    user_agent: Option<String>,
+    ip: Option<IpAddr>,
+    user_agent: Option<HeaderValue>,
     /// The id in /api/v1/files/{id}/…; other ids (users, keys, shares) are not file ids.
     path_file: Option<Uuid>,
     /// The caller, once authenticated.
@@ -33,22 +36,18 @@ pub(crate) struct Origin {
 }
 
 impl Origin {
-    pub(crate) fn of(parts: &http::request::Parts) -> Self {
-        let route = parts.extensions.get::<MatchedPath>().map(MatchedPath::as_str).unwrap_or_default();
+    pub(crate) fn of(uri: &Uri, headers: &HeaderMap, extensions: &Extensions) -> Self {
+        let route = extensions.get::<MatchedPath>().map(MatchedPath::as_str).unwrap_or_default();
         let path_file = if route.starts_with("/api/v1/files/{id}") {
-            parts.uri.path().split('/').nth(4).and_then(|s| Uuid::parse_str(s).ok())
+            uri.path().split('/').nth(4).and_then(|s| Uuid::parse_str(s).ok())
         } else {
             None
         };
         Origin {
-            ip: parts.extensions.get::<ClientIp>().and_then(|c| c.0).map(|ip| ip.to_string()),
-            user_agent: parts
-                .headers
-                .get(header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .map(|s| s.chars().take(512).collect::<String>()),
+            ip: extensions.get::<ClientIp>().and_then(|c| c.0),
+            user_agent: headers.get(header::USER_AGENT).cloned(),
             path_file,
-            user: parts.extensions.get::<Caller>().map(|c| c.user.id),
+            user: extensions.get::<Caller>().map(|c| c.user.id),
         }
     }
 
@@ -58,8 +57,12 @@ impl Origin {
             user_id,
             action: action.as_str().to_owned(),
             file_id,
-            ip_address: self.ip.clone(),
-            user_agent: self.user_agent.clone(),
+            ip_address: self.ip.map(|ip| ip.to_string()),
+            user_agent: self
+                .user_agent
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.chars().take(512).collect::<String>()),
             status: status.as_u16(),
             bytes: None,
             detail: None,
@@ -77,7 +80,12 @@ pub(crate) async fn identify(state: &AppState, policy: Policy, request: Request)
     match super::auth::caller_if_presented(state, &mut parts).await {
         Ok(Some((caller, fresh))) => {
             if fresh {
-                let event = Origin::of(&parts).event(Some(caller.user.id), Action::KeyUsed, None, StatusCode::OK);
+                let event = Origin::of(&parts.uri, &parts.headers, &parts.extensions).event(
+                    Some(caller.user.id),
+                    Action::KeyUsed,
+                    None,
+                    StatusCode::OK,
+                );
                 state.audit.record(event).await;
             }
         }
@@ -87,7 +95,7 @@ pub(crate) async fn identify(state: &AppState, policy: Policy, request: Request)
             // An address refused too often is answered 429 without a row each: a flood of bad keys cannot
             // grow the log by more than `rate_limit.refusals_per_minute` rows per address and minute.
             if response.status() != StatusCode::TOO_MANY_REQUESTS {
-                let origin = Origin::of(&parts);
+                let origin = Origin::of(&parts.uri, &parts.headers, &parts.extensions);
                 state.audit.record(origin.event(None, Action::Denied, origin.path_file, response.status())).await;
             }
             return Err(response);

@@ -84,9 +84,8 @@ pub(crate) async fn govern(State(governed): State<Governed>, mut request: Reques
         Ok(request) => request,
         Err(refused) => return refused,
     };
-    let (parts, body) = request.into_parts();
-    let origin = audit::Origin::of(&parts);
-    let response = ratelimit::limit(state, policy.class, Request::from_parts(parts, body), next).await;
+    let origin = audit::Origin::of(request.uri(), request.headers(), request.extensions());
+    let response = ratelimit::limit(state, policy.class, request, next).await;
     if let Some(event) = audit::event_of(policy, origin, &response) {
         state.audit.record(event).await;
     }
