@@ -8,6 +8,19 @@ use crate::{Class, Summary};
 /// `summary.md`: the verdict, then the figures.
 pub fn markdown(s: &Summary, verdict: &Verdict) -> String {
     let mut out = String::new();
+    heading(&mut out, s, verdict);
+    checks(&mut out, verdict);
+    deltas(&mut out, verdict);
+    latencies(&mut out, s);
+    shedding(&mut out, s);
+    out.push_str("```\n");
+    out.push_str(&crate::summary_table(s));
+    out.push_str("```\n");
+    out
+}
+
+/// The verdict and what was run, where and on which revision.
+fn heading(out: &mut String, s: &Summary, verdict: &Verdict) {
     let _ = writeln!(out, "# {} — {}\n", s.run.scenario, if verdict.passed { "PASS" } else { "FAIL" });
     let _ = writeln!(
         out,
@@ -21,6 +34,10 @@ pub fn markdown(s: &Summary, verdict: &Verdict) -> String {
         s.run.git_revision.as_deref().map_or("unknown", |r| &r[..r.len().min(12)]),
         if s.run.git_dirty == Some(true) { " (with uncommitted changes)" } else { "" },
     );
+}
+
+/// The targets, each with what was measured and whether it was met.
+fn checks(out: &mut String, verdict: &Verdict) {
     let _ = writeln!(out, "| check | measured | limit | result |\n|---|---:|---:|---|");
     for c in &verdict.checks {
         let result = match c.outcome {
@@ -37,6 +54,10 @@ pub fn markdown(s: &Summary, verdict: &Verdict) -> String {
             value(Some(c.limit), &c.unit)
         );
     }
+}
+
+/// The comparison with the baseline, when there is one.
+fn deltas(out: &mut String, verdict: &Verdict) {
     if !verdict.deltas.is_empty() {
         let _ = writeln!(
             out,
@@ -54,6 +75,10 @@ pub fn markdown(s: &Summary, verdict: &Verdict) -> String {
             );
         }
     }
+}
+
+/// The rate held, then each class's and request's latencies.
+fn latencies(out: &mut String, s: &Summary) {
     let _ = writeln!(
         out,
         "\nRate: {:.1} of {:.1} req/s succeeded ({:.1} %); {} requests due, {} failed, {} never sent.\n",
@@ -85,6 +110,10 @@ pub fn markdown(s: &Summary, verdict: &Verdict) -> String {
         out,
         "\nLatencies in ms; p50–max from each request's due time (corrected), `sent` from its send time.\n"
     );
+}
+
+/// The load shed by class, when any was.
+fn shedding(out: &mut String, s: &Summary) {
     let shedding: Vec<_> = s.classes.iter().filter_map(|(c, st)| st.shedding.map(|sh| (c, st.count, sh))).collect();
     if !shedding.is_empty() {
         let _ = writeln!(
@@ -104,10 +133,6 @@ pub fn markdown(s: &Summary, verdict: &Verdict) -> String {
         }
         out.push('\n');
     }
-    out.push_str("```\n");
-    out.push_str(&crate::summary_table(s));
-    out.push_str("```\n");
-    out
 }
 
 /// A figure with its unit; fractions (`%`) as percentages, `–` when not measured.
