@@ -16,7 +16,6 @@ const MAX_TAG_CHARS: usize = 64;
 pub(crate) fn sanitize_file_name(raw: &str) -> Option<String> {
     let last = raw.rsplit(['/', '\\']).next().unwrap_or_default();
     let cleaned: String = last.chars().filter(|&c| !is_invisible(c)).collect();
-    let at_edge = |c: char| c == '.' || c.is_whitespace();
     let trimmed = cleaned.trim_matches(at_edge);
     if trimmed.is_empty() {
         return None;
@@ -28,6 +27,65 @@ pub(crate) fn sanitize_file_name(raw: &str) -> Option<String> {
     // Cutting may have made a dot or a space the last character again (found by fuzzing).
     let cut = trimmed[..end].trim_end_matches(at_edge);
     Some(cut.to_owned())
+}
+
+/// Dots and spaces are trimmed off a name's ends.
+fn at_edge(c: char) -> bool {
+    c == '.' || c.is_whitespace()
+}
+
+/// The names [`sanitize_file_name`] keeps, as a regular expression for the OpenAPI document: after the last `/`
+/// or `\`, at least one character that is not invisible, a dot or a space. Like the other patterns here it is
+/// built from the sanitiser's own predicates and this build's Unicode tables, so the document and the service
+/// cannot disagree.
+pub(crate) fn file_name_pattern() -> String {
+    let removed = class(|c| c == '/' || c == '\\' || at_edge(c) || is_invisible(c));
+    format!("[^{removed}][^/\\\\]*$")
+}
+
+/// One tag as [`normalize_tags`] takes it, as a regular expression: blank, or at most [`MAX_TAG_CHARS`] characters
+/// once trimmed, none of them invisible.
+pub(crate) fn tag_pattern() -> String {
+    format!("^{}$", tag_expression(""))
+}
+
+/// Comma-separated tags, as an upload takes them: up to [`MAX_TAGS`] of [`tag_pattern`]'s.
+pub(crate) fn tag_list_pattern() -> String {
+    let tag = tag_expression(",");
+    format!("^{tag}(?:,{tag}){{0,{}}}$", MAX_TAGS - 1)
+}
+
+/// A tag without anchors, none of whose characters is in `also_excluded`.
+fn tag_expression(also_excluded: &str) -> String {
+    let space = class(char::is_whitespace);
+    let visible = format!("[^{}{also_excluded}]", class(is_invisible));
+    let inner = format!("[^{}{also_excluded}]", class(|c| c.is_whitespace() || is_invisible(c)));
+    format!("[{space}]*(?:{inner}(?:{visible}{{0,{}}}{inner})?)?[{space}]*", MAX_TAG_CHARS - 2)
+}
+
+/// The inside of a regular expression's character class holding exactly the characters `member` picks, as
+/// ranges. BMP characters are written `\uXXXX` (ECMA-262, Python and Rust read them alike), the few beyond it as
+/// themselves.
+fn class(member: impl Fn(char) -> bool) -> String {
+    let write = |class: &mut String, code: u32| match char::from_u32(code) {
+        Some(c) if code > 0xFFFF => class.push(c),
+        _ => class.push_str(&format!("\\u{code:04X}")),
+    };
+    let mut class = String::new();
+    let mut run: Option<(u32, u32)> = None;
+    // One past the last code point, so the last run is written too.
+    for code in 0..=0x11_0000 {
+        if char::from_u32(code).is_some_and(&member) {
+            run = Some(run.map_or((code, code), |(first, _)| (first, code)));
+        } else if let Some((first, last)) = run.take() {
+            write(&mut class, first);
+            if last > first {
+                class.push('-');
+                write(&mut class, last);
+            }
+        }
+    }
+    class
 }
 
 /// Characters a name must not hold: controls (CR/LF included), format characters (Unicode's `Cf`: the bidi
@@ -45,14 +103,15 @@ pub(crate) fn is_invisible(c: char) -> bool {
 pub(crate) fn normalize_tags<'a>(raw: impl IntoIterator<Item = &'a str>) -> Result<Vec<String>, String> {
     let mut tags = Vec::new();
     for tag in raw {
-        let tag = tag.trim().to_lowercase();
+        // Counted as sent: lowercasing can lengthen a tag (`İ` becomes `i̇`).
+        let tag = tag.trim();
         if tag.is_empty() {
             continue;
         }
         if tag.chars().count() > MAX_TAG_CHARS || tag.chars().any(is_invisible) {
             return Err(format!("tag {tag:?} must be at most {MAX_TAG_CHARS} printable characters"));
         }
-        tags.push(tag);
+        tags.push(tag.to_lowercase());
     }
     tags.sort();
     tags.dedup();
@@ -121,6 +180,79 @@ mod tests {
         assert_eq!(sanitize_file_name("\u{feff}\u{200d}\u{2028}"), None);
         assert_eq!(sanitize_file_name("soft\u{ad}hyphen").as_deref(), Some("softhyphen"));
         assert!(normalize_tags(["q\u{202e}3"]).is_err());
+    }
+
+    #[test]
+    fn the_documented_pattern_matches_exactly_the_names_that_are_kept() {
+        let pattern = regex::Regex::new(&file_name_pattern()).unwrap();
+        // Every kind of character the sanitiser treats apart, in the BMP and beyond it, mixed with plain ones.
+        let alphabet = [
+            'a',
+            '가',
+            '😀',
+            '.',
+            ' ',
+            '\u{3000}',
+            '\u{85}',
+            '/',
+            '\\',
+            '\n',
+            '\u{7f}',
+            '\u{200b}',
+            '\u{202e}',
+            '\u{2028}',
+            '\u{ad}',
+            '\u{e0001}',
+            '\u{110bd}',
+            '\u{feff}',
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut kept = 0;
+        for _ in 0..20_000 {
+            let len = next() % 7;
+            let name: String = (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect();
+            let sanitised = sanitize_file_name(&name);
+            assert_eq!(pattern.is_match(&name), sanitised.is_some(), "{name:?} became {sanitised:?}");
+            kept += usize::from(sanitised.is_some());
+        }
+        // Both answers were exercised.
+        assert!((2_000..18_000).contains(&kept), "{kept} of 20000 names kept");
+    }
+
+    #[test]
+    fn the_documented_tag_patterns_match_exactly_the_tags_that_are_taken() {
+        let (tag, list) = (tag_pattern(), tag_list_pattern());
+        let (tag, list) = (regex::Regex::new(&tag).unwrap(), regex::Regex::new(&list).unwrap());
+        let alphabet =
+            ['a', 'İ', '😀', ',', ' ', '\t', '\n', '\u{3000}', '\u{85}', '\u{200b}', '\u{2028}', '\u{e0001}'];
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut taken = 0;
+        for _ in 0..20_000 {
+            // Mostly short, sometimes around the length limit, with a few pieces.
+            let len = if next() % 4 == 0 { 60 + next() % 10 } else { next() % 6 };
+            let text: String = (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect();
+            let alone = normalize_tags([text.as_str()]).is_ok();
+            assert_eq!(tag.is_match(&text), alone, "{text:?} as one tag");
+            let pieces = normalize_tags(text.split(',')).is_ok();
+            assert_eq!(list.is_match(&text), pieces, "{text:?} as a list");
+            taken += usize::from(pieces);
+        }
+        assert!((2_000..18_000).contains(&taken), "{taken} of 20000 lists taken");
+        // Past the number of tags: 33 pieces are refused by the pattern (the service dedups first, so it
+        // takes 33 copies of one tag; the pattern is the stricter).
+        assert!(list.is_match(&vec!["x"; 32].join(",")) && !list.is_match(&vec!["x"; 33].join(",")));
     }
 
     #[test]
