@@ -32,7 +32,7 @@ pub(crate) struct AuditParams {
     /// Before (RFC 3339).
     #[serde(default, deserialize_with = "super::query_time")]
     to: Option<DateTime<Utc>>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page; absent or empty for the first.
     cursor: Option<String>,
     /// 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
@@ -59,6 +59,7 @@ async fn list_audit(
     let before_id = p
         .cursor
         .as_deref()
+        .filter(|c| !c.is_empty())
         .map(|c| {
             c.parse::<i64>()
                 .map_err(|_| ApiError::BadRequest(ErrorCode::InvalidCursor, "the cursor is not valid".into()))

@@ -78,7 +78,9 @@ async fn get_file(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileUpdate {
+    #[schema(schema_with = super::openapi::file_name_or_null)]
     name: Option<String>,
+    #[schema(schema_with = super::openapi::tags_or_null)]
     tags: Option<Vec<String>>,
     visibility: Option<Visibility>,
 }
@@ -91,7 +93,7 @@ async fn update_file(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<Uuid>,
-    Json(update): Json<FileUpdate>,
+    super::JsonObject(update): super::JsonObject<FileUpdate>,
 ) -> Result<Json<FileMeta>, ApiError> {
     live_writable_file(&state, &caller, id).await?;
     let patch = FilePatch {
@@ -112,7 +114,7 @@ async fn update_file(
 
 /// Move a file to the trash; `restore` brings it back.
 #[utoipa::path(delete, path = "/api/v1/files/{id}", tag = "files",
-    params(("id" = Uuid, Path, description = "file id")), responses((status = 204), (status = 404)))]
+    params(("id" = Uuid, Path, description = "file id")), responses((status = 204), (status = 403), (status = 404)))]
 async fn delete_file(
     State(state): State<AppState>,
     caller: Caller,
@@ -127,7 +129,8 @@ async fn delete_file(
 
 /// Bring a deleted file back.
 #[utoipa::path(post, path = "/api/v1/files/{id}/restore", tag = "files",
-    params(("id" = Uuid, Path, description = "file id")), responses((status = 200, body = FileMeta), (status = 404)))]
+    params(("id" = Uuid, Path, description = "file id")),
+    responses((status = 200, body = FileMeta), (status = 403), (status = 404), (status = 409)))]
 async fn restore_file(
     State(state): State<AppState>,
     caller: Caller,
@@ -169,6 +172,7 @@ async fn purge_file(
 pub(crate) struct ListParams {
     /// Content-type prefix, e.g. `image/`.
     mime: Option<String>,
+    #[param(schema_with = super::openapi::tag)]
     tag: Option<String>,
     min_size: Option<i64>,
     max_size: Option<i64>,
@@ -182,7 +186,7 @@ pub(crate) struct ListParams {
     sort: SortKey,
     #[serde(default)]
     order: SortOrder,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page; absent or empty for the first.
     cursor: Option<String>,
     /// Page size, 1 to 1000 (default 50).
     #[param(minimum = 1, maximum = 1000)]
@@ -191,6 +195,7 @@ pub(crate) struct ListParams {
     #[serde(default)]
     deleted: bool,
     /// Admins only: whose files (a user id), or `all`.
+    #[param(schema_with = super::openapi::user_id_or_all)]
     owner: Option<String>,
 }
 
@@ -214,7 +219,7 @@ pub(crate) fn page(mut items: Vec<FileMeta>, limit: u32, sort: SortKey, order: S
 
 /// The caller's files, filtered and sorted, a page at a time (keyset pagination).
 #[utoipa::path(get, path = "/api/v1/files", tag = "files", params(ListParams),
-    responses((status = 200, body = FilePage), (status = 400)))]
+    responses((status = 200, body = FilePage), (status = 400), (status = 403)))]
 async fn list_files(
     State(state): State<AppState>,
     caller: Caller,

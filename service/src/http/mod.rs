@@ -9,6 +9,8 @@ mod debug;
 mod error;
 mod files;
 mod health;
+mod json;
+mod openapi;
 mod policy;
 mod ratelimit;
 mod search;
@@ -43,6 +45,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 pub(crate) use crate::error::ApiError;
 pub(crate) use crate::state::AppState;
+pub(crate) use json::{JsonObject, whole};
 use policy::{ApiRoutes, Governed};
 
 pub(crate) use crate::cache::SEARCH_GENERATION;
@@ -64,13 +67,15 @@ pub(crate) fn page_limit(limit: Option<u32>, default: u32) -> Result<u32, ApiErr
     }
 }
 
-/// A keyset cursor from a query, which must belong to the same order it is used with.
+/// A keyset cursor from a query, which must belong to the same order it is used with. An empty one asks for the
+/// first page, like an absent one (what a form with a blank field sends).
 pub(crate) fn decode_cursor(
     cursor: Option<&str>,
     sort: crate::domain::SortKey,
     order: crate::domain::SortOrder,
 ) -> Result<Option<crate::domain::Cursor>, ApiError> {
     cursor
+        .filter(|c| !c.is_empty())
         .map(|c| {
             crate::domain::Cursor::decode(c).filter(|c| c.sort == sort && c.order == order).ok_or_else(|| {
                 ApiError::BadRequest(ErrorCode::InvalidCursor, "the cursor is not valid for this listing".into())
@@ -103,38 +108,11 @@ where
     }
 }
 
-#[derive(utoipa::OpenApi)]
-#[openapi(
-    info(title = "FileWallBall", description = "HTTP file service"),
-    components(schemas(
-        crate::error::ErrorBody,
-        crate::domain::SortKey,
-        crate::domain::SortOrder,
-        crate::media::thumbnail::ThumbSize
-    )),
-    modifiers(&BearerAuth),
-    security(("api_key" = []))
-)]
-struct ApiDoc;
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "api_key",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
-
 /// The whole application: routes, OpenAPI document and middleware.
 pub(crate) fn router(state: AppState) -> Router {
     let cors = cors_layer(&state.config);
     let server = &state.config.server;
-    let mut api = ApiRoutes::new(OpenApiRouter::with_openapi(ApiDoc::openapi()));
+    let mut api = ApiRoutes::new(OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()));
     for routes in
         [files::routes, upload::routes, content::routes, users::routes, admin::routes, share::routes, search::routes]
     {
@@ -142,16 +120,19 @@ pub(crate) fn router(state: AppState) -> Router {
     }
     let (guarded, policies) = debug::routes(thumbnails::routes(api)).into_parts();
     let (guarded, mut openapi) = guarded.split_for_parts();
-    let governed = Governed { state: state.clone(), policies: Arc::new(policies) };
     // Health and metrics answer whatever the load: they are how operators see it.
     let (open, open_doc) = OpenApiRouter::new().merge(health::router()).split_for_parts();
     openapi.merge(open_doc);
-    let openapi = Arc::new(openapi);
+    openapi::document_refusals(&mut openapi, &policies);
+    openapi::document_config(&mut openapi, &state.config);
+    let governed = Governed { state: state.clone(), policies: Arc::new(policies) };
+    // Written once: the document does not change while the service runs.
+    let document = bytes::Bytes::from(serde_json::to_vec(&openapi).expect("the OpenAPI document serializes"));
     let open = open.route(
         "/openapi.json",
         axum::routing::get(move || {
-            let openapi = openapi.clone();
-            async move { axum::Json(openapi.as_ref().clone()) }
+            let document = document.clone();
+            async move { ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], document) }
         }),
     );
     let shed = state.metrics.counter("http_requests_shed_total", Vec::new());

@@ -57,11 +57,13 @@ impl Policies {
     /// The policy of a request to `route` (a path template, as routing matched it). A method the route does not
     /// have is answered 405 by routing; it is treated as a read.
     pub(crate) fn of(&self, method: &Method, route: &str) -> Policy {
+        self.get(method, route).unwrap_or(Policy::read())
+    }
+
+    /// The policy `route` was registered with for `method`, if it was.
+    pub(crate) fn get(&self, method: &Method, route: &str) -> Option<Policy> {
         let method = if method == Method::HEAD { &Method::GET } else { method };
-        self.0
-            .get(route)
-            .and_then(|methods| methods.iter().find(|(m, _)| m == method))
-            .map_or(Policy::read(), |(_, policy)| *policy)
+        self.0.get(route).and_then(|methods| methods.iter().find(|(m, _)| m == method)).map(|(_, policy)| *policy)
     }
 }
 

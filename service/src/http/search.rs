@@ -29,6 +29,7 @@ pub(crate) struct SearchParams {
     q: Option<String>,
     /// Content-type prefix, e.g. `image/`.
     mime: Option<String>,
+    #[param(schema_with = super::openapi::tag)]
     tag: Option<String>,
     min_size: Option<i64>,
     max_size: Option<i64>,

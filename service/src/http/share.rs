@@ -39,8 +39,12 @@ pub(super) fn routes(api: ApiRoutes) -> ApiRoutes {
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateShare {
     /// Lifetime in seconds (default `share.default_ttl_secs`, at most `share.max_ttl_secs`).
+    #[serde(default, deserialize_with = "super::whole")]
+    #[schema(minimum = 1)]
     expires_in_secs: Option<u64>,
     /// Downloads allowed before the link stops working; unlimited when absent.
+    #[serde(default, deserialize_with = "super::whole")]
+    #[schema(minimum = 1)]
     max_downloads: Option<i64>,
 }
 
@@ -54,16 +58,16 @@ pub(crate) struct CreatedShare {
 }
 
 /// Make a share link. A private file becomes `shared`; setting it back to `private` stops all its links.
-#[utoipa::path(post, path = "/api/v1/files/{id}/share", tag = "shares", request_body = CreateShare,
+#[utoipa::path(post, path = "/api/v1/files/{id}/share", tag = "shares", request_body = Option<CreateShare>,
     params(("id" = Uuid, Path, description = "file id")),
     responses((status = 201, body = CreatedShare), (status = 403), (status = 404)))]
 async fn create_share(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<Uuid>,
-    body: Option<Json<CreateShare>>,
+    body: Option<super::JsonObject<CreateShare>>,
 ) -> Result<(StatusCode, Extension<AuditFacts>, Json<CreatedShare>), ApiError> {
-    let Json(body) = body.unwrap_or_default();
+    let body = body.map(|b| b.0).unwrap_or_default();
     let meta = live_writable_file(&state, &caller, id).await?;
     let config = &state.config.share;
     let ttl = body.expires_in_secs.unwrap_or(config.default_ttl_secs);
@@ -100,7 +104,8 @@ async fn create_share(
 
 /// A file's share links (owner or admin).
 #[utoipa::path(get, path = "/api/v1/files/{id}/share", tag = "shares",
-    params(("id" = Uuid, Path, description = "file id")), responses((status = 200, body = Vec<ShareLink>)))]
+    params(("id" = Uuid, Path, description = "file id")),
+    responses((status = 200, body = Vec<ShareLink>), (status = 403)))]
 async fn list_shares(
     State(state): State<AppState>,
     caller: Caller,

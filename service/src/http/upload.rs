@@ -106,8 +106,10 @@ fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
 #[into_params(parameter_in = Query)]
 pub(crate) struct UploadParams {
     /// File name, for a raw (non-multipart) body.
+    #[param(schema_with = super::openapi::file_name)]
     name: Option<String>,
     /// Comma-separated tags, for a raw body.
+    #[param(schema_with = super::openapi::tag_list)]
     tags: Option<String>,
     visibility: Option<Visibility>,
 }
@@ -398,7 +400,8 @@ async fn announce(state: &AppState, meta: &FileMeta, took: Duration) {
 /// Multipart (`file`, optional `tags` as comma-separated text, optional `visibility`) or a raw body with `?name=`.
 /// The body is streamed to storage while it is hashed; the type is sniffed from the bytes.
 #[utoipa::path(post, path = "/api/v1/files", tag = "files", params(UploadParams),
-    request_body(content_type = "multipart/form-data", description = "or a raw body of any type with ?name="),
+    request_body(content = super::openapi::UploadForm, content_type = "multipart/form-data",
+        description = "or a raw body of any type with ?name="),
     responses((status = 201, body = FileMeta), (status = 413), (status = 415)))]
 async fn upload_file(
     State(state): State<AppState>,

@@ -40,9 +40,12 @@ fn require_self_or_admin(caller: &Caller, user_id: Uuid) -> Result<(), ApiError>
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateUser {
     /// 1 to 64 characters: letters, digits, `.`, `_`, `-`.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     name: String,
     #[serde(default = "default_role")]
     role: Role,
+    #[serde(default, deserialize_with = "super::whole")]
+    #[schema(minimum = 0)]
     quota_bytes: Option<i64>,
 }
 
@@ -56,7 +59,7 @@ fn default_role() -> Role {
 async fn create_user(
     State(state): State<AppState>,
     caller: Caller,
-    Json(body): Json<CreateUser>,
+    super::JsonObject(body): super::JsonObject<CreateUser>,
 ) -> Result<(StatusCode, Json<User>), ApiError> {
     require_admin(&caller)?;
     validate_user_name(&body.name).map_err(|m| ApiError::BadRequest(ErrorCode::InvalidName, m.into()))?;
@@ -75,7 +78,7 @@ async fn create_user(
 }
 
 /// All users (admin).
-#[utoipa::path(get, path = "/api/v1/users", tag = "users", responses((status = 200, body = Vec<User>)))]
+#[utoipa::path(get, path = "/api/v1/users", tag = "users", responses((status = 200, body = Vec<User>), (status = 403)))]
 async fn list_users(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<User>>, ApiError> {
     require_admin(&caller)?;
     Ok(Json(state.db.list_users().await?))
@@ -93,6 +96,7 @@ pub(crate) struct UpdateUser {
     role: Option<Role>,
     /// A number of bytes, or `null` to remove the quota.
     #[serde(default, deserialize_with = "present")]
+    #[schema(minimum = 0)]
     quota_bytes: Option<Option<i64>>,
     /// `true` disables the user: every key of theirs stops working at once.
     disabled: Option<bool>,
@@ -100,7 +104,7 @@ pub(crate) struct UpdateUser {
 
 /// Tells a field sent as `null` (`Some(None)`) from one not sent at all (`None`, the default).
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
-    Option::<i64>::deserialize(d).map(Some)
+    super::whole(d).map(Some)
 }
 
 /// Change a user's role, quota or disabled state (admin).
@@ -111,7 +115,7 @@ async fn update_user(
     State(state): State<AppState>,
     caller: Caller,
     Path(user_id): Path<Uuid>,
-    Json(body): Json<UpdateUser>,
+    super::JsonObject(body): super::JsonObject<UpdateUser>,
 ) -> Result<Json<User>, ApiError> {
     require_admin(&caller)?;
     if body.quota_bytes.flatten().is_some_and(|q| q < 0) {

@@ -115,6 +115,51 @@ async fn every_schema_the_openapi_document_refers_to_is_in_it(b: Backend) {
     assert!(missing.is_empty(), "references to schemas the document lacks: {missing:?}");
 }
 
+async fn every_refusal_an_operation_can_answer_is_documented_with_the_error_body(b: Backend) {
+    let app = spawn_app(&b).await;
+    let doc: Value = app.client.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let statuses = |path: &str, method: &str| -> Vec<String> {
+        let responses = doc["paths"][path][method]["responses"].as_object().unwrap();
+        for (status, response) in responses.iter().filter(|(s, _)| s.starts_with(['4', '5'])) {
+            let schema = &response["content"]["application/json"]["schema"]["$ref"];
+            // Readiness answers 503 with its checks, on purpose; everything else with the error body.
+            if (path, status.as_str()) != ("/health/ready", "503") {
+                assert_eq!(schema, "#/components/schemas/ErrorBody", "{method} {path} {status}");
+            }
+        }
+        responses.keys().cloned().collect()
+    };
+    let has = |found: &[String], expected: &[&str]| expected.iter().all(|s| found.iter().any(|f| f == s));
+    // A key-protected read with a path parameter: malformed input, a refused key, nothing there, the rate limit,
+    // load shedding, a failure.
+    let get = statuses("/api/v1/files/{id}", "get");
+    assert!(has(&get, &["200", "400", "401", "404", "429", "500", "503"]), "{get:?}");
+    // Operations with a body add its refusals.
+    let upload = statuses("/api/v1/files", "post");
+    assert!(has(&upload, &["201", "401", "408", "413", "415", "422", "429", "503"]), "{upload:?}");
+    // A share link looks at no key, so it is never a 401.
+    let shared = statuses("/s/{token}", "get");
+    assert!(has(&shared, &["200", "404", "429", "503"]) && !has(&shared, &["401"]), "{shared:?}");
+    // Health is not admitted, rate-limited or keyed.
+    let live = statuses("/health/live", "get");
+    assert!(has(&live, &["200", "400", "500"]) && !has(&live, &["401"]) && !has(&live, &["429"]), "{live:?}");
+    let update = statuses("/api/v1/files/{id}", "patch");
+    assert!(has(&update, &["422"]), "{update:?}");
+    // The names an upload or a rename accepts: a pattern the served document carries, true to the sanitiser.
+    let pattern = doc["components"]["schemas"]["FileName"]["pattern"].as_str().unwrap();
+    let pattern = regex::Regex::new(pattern).unwrap();
+    for kept in ["report.pdf", "../../etc/passwd", "보고서 2026.pdf", "a\u{202e}fdp.exe", " .x. "] {
+        assert!(pattern.is_match(kept), "{kept:?} is a name");
+    }
+    for refused in ["", "..", "a/", "a/. .", "\u{200b}\u{feff}", "x\\\u{3000}"] {
+        assert!(!pattern.is_match(refused), "{refused:?} is not a name");
+    }
+    assert_eq!(
+        doc["components"]["schemas"]["FileUpdate"]["properties"]["name"]["oneOf"][0]["$ref"],
+        "#/components/schemas/FileName"
+    );
+}
+
 async fn api_responses_carry_security_headers_and_no_cors_by_default(b: Backend) {
     let app = spawn_app(&b).await;
     for res in [
@@ -243,6 +288,7 @@ on_both_backends!(
     every_response_has_a_request_id_and_every_error_one_shape,
     the_openapi_document_lists_the_routes,
     every_schema_the_openapi_document_refers_to_is_in_it,
+    every_refusal_an_operation_can_answer_is_documented_with_the_error_body,
 );
 
 /// tokio-console attaches: the service started with `telemetry.console_addr` answers a gRPC call on it.

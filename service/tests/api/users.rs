@@ -73,9 +73,39 @@ async fn user_names_are_unique_and_validated(b: Backend) {
     error_code(res).await;
 }
 
+async fn json_bodies_are_objects_and_whole_numbers_may_carry_a_point(b: Backend) {
+    let app = spawn_app(&b).await;
+    // serde alone would read an array as the struct's fields in order.
+    let res = app.post(&app.admin_key, "/api/v1/users").json(&json!(["bob"])).send().await.unwrap();
+    assert_eq!(res.status(), 422);
+    assert_eq!(error_code(res).await, "invalid-body");
+    // JSON Schema's integer 5.0 is 5; a fraction is not a number of bytes, and the refusal names the field.
+    let res = app.post(&app.admin_key, "/api/v1/users").json(&json!({"name": "bob", "quota_bytes": 4096.0}));
+    let user: Value = res.send().await.unwrap().json().await.unwrap();
+    assert_eq!(user["quota_bytes"], 4096);
+    let res = app.post(&app.admin_key, "/api/v1/users").json(&json!({"name": "carol", "quota_bytes": 1.5}));
+    let res = res.send().await.unwrap();
+    assert_eq!(res.status(), 422);
+    let body: Value = res.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("quota_bytes"), "{body}");
+    // A share link's options are optional: none, or `null`, take the defaults.
+    let file = app.upload(&app.admin_key, "s.txt", b"shared".to_vec()).await;
+    let share = format!("/api/v1/files/{}/share", file["id"].as_str().unwrap());
+    for body in [None, Some("null")] {
+        let mut req = app.post(&app.admin_key, &share);
+        if let Some(body) = body {
+            req = req.header("content-type", "application/json").body(body);
+        }
+        assert_eq!(req.send().await.unwrap().status(), 201, "{body:?}");
+    }
+    let res = app.post(&app.admin_key, &share).json(&json!([null, null])).send().await.unwrap();
+    assert_eq!(res.status(), 422);
+}
+
 on_both_backends!(
     every_api_call_needs_a_valid_key,
     a_revoked_key_is_refused_at_once,
     only_admins_manage_users,
     user_names_are_unique_and_validated,
+    json_bodies_are_objects_and_whole_numbers_may_carry_a_point,
 );
