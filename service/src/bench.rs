@@ -64,7 +64,7 @@ impl Meta {
 /// The ranges a `Range` header selects from a file of `size` bytes (0: the whole file or refused).
 pub fn ranges(header: &str, size: u64) -> usize {
     let value = http::HeaderValue::from_str(header).expect("a header value");
-    match crate::http::content::requested_ranges(&value, size) {
+    match crate::http::conditional::requested_ranges(&value, size) {
         Ok(Some(ranges)) => ranges.len(),
         _ => 0,
     }

@@ -10,7 +10,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::domain::Cursor;
 use crate::domain::names::{content_disposition, is_invisible, normalize_tags, sanitize_file_name};
-use crate::http::content::{Precondition, evaluate_preconditions, range_applies, requested_ranges};
+use crate::http::conditional::{Precondition, evaluate_preconditions, range_applies, requested_ranges};
 
 /// `Range` against a representation of `size` bytes: what is served never exceeds the file.
 pub fn range(value: &[u8], size: u64) {

@@ -9,7 +9,8 @@ use utoipa::IntoParams;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::content::{Precondition, content_modified, evaluate_preconditions};
+use super::conditional::{Precondition, evaluate_preconditions};
+use super::content::content_modified;
 use super::files::readable_file;
 use super::policy::{ApiRoutes, Policy};
 use super::{ApiError, AppState};
