@@ -13,6 +13,7 @@
 # SEED (2026) and EXAMPLES (25 per operation and phase) vary the run; LOG_FILTER (error) the service's log.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+ROOT=$PWD
 BIN=${CARGO_TARGET_DIR:-$HOME/.cache/filewallball-target}/debug/filewallball
 EXAMPLES=${EXAMPLES:-25}
 PORT=${PORT:-18091}
@@ -41,9 +42,12 @@ run() {
   [ -n "$ready" ] || { echo "contract: the service did not start" >&2; tail -n 20 "$W/service-$backend.log" >&2; exit 1; }
   echo "contract: $backend"
   local status=0
-  SCHEMATHESIS_HOOKS=hooks PYTHONPATH=ci/schemathesis schemathesis --config-file ci/schemathesis/schemathesis.toml \
+  # From the run's own directory: schemathesis keeps a cache of what it found in the working directory, which
+  # would otherwise land in the clone and be replayed by the next run.
+  (cd "$W" && SCHEMATHESIS_HOOKS=hooks PYTHONPATH="$ROOT/ci/schemathesis" \
+    schemathesis --config-file "$ROOT/ci/schemathesis/schemathesis.toml" \
     run "http://127.0.0.1:$PORT/openapi.json" --header "Authorization: Bearer $key" \
-    --exclude-path /debug/pprof/profile --max-examples "$EXAMPLES" --seed "${SEED:-2026}" --no-color \
+    --exclude-path /debug/pprof/profile --max-examples "$EXAMPLES" --seed "${SEED:-2026}" --no-color) \
     | tee "$W/schemathesis-$backend.txt" || status=$?
   kill "$SERVICE"; wait "$SERVICE" 2>/dev/null || true; SERVICE=
   if [ "$status" != 0 ]; then
