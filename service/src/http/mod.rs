@@ -113,31 +113,9 @@ where
 pub(crate) fn router(state: AppState) -> Router {
     let cors = cors_layer(&state.config);
     let server = &state.config.server;
-    let mut api = ApiRoutes::new(OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()));
-    for routes in
-        [files::routes, upload::routes, content::routes, users::routes, admin::routes, share::routes, search::routes]
-    {
-        api = routes(api);
-    }
-    let (guarded, policies) = debug::routes(thumbnails::routes(api)).into_parts();
-    let (guarded, mut openapi) = guarded.split_for_parts();
-    // Health and metrics answer whatever the load: they are how operators see it.
-    let (open, open_doc) = OpenApiRouter::new().merge(health::router()).split_for_parts();
-    openapi.merge(open_doc);
-    openapi::document_refusals(&mut openapi, &policies);
-    openapi::document_config(&mut openapi, &state.config);
-    let governed = Governed { state: state.clone(), policies: Arc::new(policies) };
-    // Written once: the document does not change while the service runs.
-    let document = bytes::Bytes::from(serde_json::to_vec(&openapi).expect("the OpenAPI document serializes"));
-    let open = open.route(
-        "/openapi.json",
-        axum::routing::get(move || {
-            let document = document.clone();
-            async move { ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], document) }
-        }),
-    );
+    let Routes { guarded, governed, open } = routes(&state);
     let shed = state.metrics.counter("http_requests_shed_total", Vec::new());
-    guarded
+    let app = guarded
         // The audit and the rate limit, under each route's policy (declared where it is registered).
         .route_layer(middleware::from_fn_with_state(governed, policy::govern))
         // Admission before anything else a request costs (authentication, the audit, the rate limit): past
@@ -176,21 +154,58 @@ pub(crate) fn router(state: AppState) -> Router {
                 .layer(middleware::from_fn(error::shape_errors))
                 .layer(middleware::from_fn(refuse_malformed_query))
                 .layer(CatchPanicLayer::new()),
-        )
-        // Headers for an API that serves no HTML: nothing is to be sniffed, framed, or sent a referrer, and
-        // responses are not stored by shared caches unless a handler says otherwise (content does).
-        .layer(
-            ServiceBuilder::new()
-                .layer(SetHeader::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
-                .layer(SetHeader::overriding(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
-                .layer(SetHeader::overriding(
-                    header::CONTENT_SECURITY_POLICY,
-                    HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'; sandbox"),
-                ))
-                .layer(SetHeader::overriding(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
-                .layer(SetHeader::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))),
-        )
-        .layer(cors)
+        );
+    with_security_headers(app).layer(cors)
+}
+
+/// The application's routes: the guarded API with its policies, and the routes open whatever the load.
+struct Routes {
+    guarded: Router<AppState>,
+    governed: Governed,
+    open: Router<AppState>,
+}
+
+/// Registers every route, and builds the OpenAPI document from them once.
+fn routes(state: &AppState) -> Routes {
+    let mut api = ApiRoutes::new(OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()));
+    for routes in
+        [files::routes, upload::routes, content::routes, users::routes, admin::routes, share::routes, search::routes]
+    {
+        api = routes(api);
+    }
+    let (guarded, policies) = debug::routes(thumbnails::routes(api)).into_parts();
+    let (guarded, mut openapi) = guarded.split_for_parts();
+    // Health and metrics answer whatever the load: they are how operators see it.
+    let (open, open_doc) = OpenApiRouter::new().merge(health::router()).split_for_parts();
+    openapi.merge(open_doc);
+    openapi::document_refusals(&mut openapi, &policies);
+    openapi::document_config(&mut openapi, &state.config);
+    // Written once: the document does not change while the service runs.
+    let document = bytes::Bytes::from(serde_json::to_vec(&openapi).expect("the OpenAPI document serializes"));
+    let open = open.route(
+        "/openapi.json",
+        axum::routing::get(move || {
+            let document = document.clone();
+            async move { ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], document) }
+        }),
+    );
+    Routes { guarded, governed: Governed { state: state.clone(), policies: Arc::new(policies) }, open }
+}
+
+/// Headers for an API that serves no HTML: nothing is to be sniffed, framed, or sent a referrer, and responses
+/// are not stored by shared caches unless a handler says otherwise (content does).
+fn with_security_headers(router: Router) -> Router {
+    router.layer(
+        ServiceBuilder::new()
+            .layer(SetHeader::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+            .layer(SetHeader::overriding(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+            .layer(SetHeader::overriding(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'; sandbox"),
+            ))
+            .layer(SetHeader::overriding(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
+            .layer(SetHeader::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))),
+    )
 }
 
 /// A query string whose parameters are not text is the client's error, answered here once for every route and
