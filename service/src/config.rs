@@ -138,6 +138,16 @@ pub struct CacheConfig {
     /// Consecutive Redis failures that open the circuit (Redis is then not asked for `circuit_open_secs`).
     pub circuit_failures: u32,
     pub circuit_open_secs: u64,
+    /// With Redis: bytes of hot entries kept in the process in front of it (the near cache), kept coherent by
+    /// Redis's client tracking; 0 turns it off.
+    pub near_capacity_bytes: u64,
+    /// The longest an entry stays in the near cache.
+    pub near_ttl_secs: u64,
+    /// Fault injection for tests, settable from code only: how long a load waits between reading the database
+    /// and filling the cache, so a test can change the row through another instance in between.
+    #[serde(skip)]
+    #[doc(hidden)]
+    pub fill_delay: std::time::Duration,
 }
 
 impl Default for CacheConfig {
@@ -149,6 +159,9 @@ impl Default for CacheConfig {
             timeout_ms: 100,
             circuit_failures: 5,
             circuit_open_secs: 5,
+            near_capacity_bytes: 64 * 1024 * 1024,
+            near_ttl_secs: 60,
+            fill_delay: std::time::Duration::ZERO,
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::blob::BlobLocks;
 use crate::blob::local::LocalStore;
 use crate::cache::memory::MemoryCache;
 use crate::cache::redis::RedisCache;
-use crate::cache::{Cache, CacheBackend};
+use crate::cache::{Cache, CacheBackend, Family};
 use crate::config::Config;
 use crate::db::{self, MetaStore, NewUser};
 use crate::domain::Role;
@@ -48,17 +48,29 @@ async fn open_context(config: Config) -> anyhow::Result<AppContext> {
     let backend: Arc<dyn CacheBackend> = if cache_config.redis_url.expose_secret().is_empty() {
         Arc::new(MemoryCache::new(cache_config.memory_capacity_bytes))
     } else {
-        Arc::new(
-            RedisCache::connect_lazy(
-                cache_config.redis_url.expose_secret(),
-                Duration::from_millis(cache_config.timeout_ms),
-                cache_config.circuit_failures,
-                Duration::from_secs(cache_config.circuit_open_secs),
-            )
-            .context("configuring the redis cache")?,
+        let url = cache_config.redis_url.expose_secret();
+        let mut redis = RedisCache::connect_lazy(
+            url,
+            Duration::from_millis(cache_config.timeout_ms),
+            cache_config.circuit_failures,
+            Duration::from_secs(cache_config.circuit_open_secs),
         )
+        .context("configuring the redis cache")?;
+        if cache_config.near_capacity_bytes > 0 {
+            let prefixes = Family::ALL.map(|f| format!("{}:{}:", cache_config.namespace, f.key_prefix())).to_vec();
+            redis = redis
+                .with_near_cache(
+                    url,
+                    cache_config.near_capacity_bytes,
+                    Duration::from_secs(cache_config.near_ttl_secs),
+                    prefixes,
+                    &metrics,
+                )
+                .context("configuring the near cache")?;
+        }
+        Arc::new(redis)
     };
-    let cache = Cache::new(backend, &cache_config.namespace, &metrics);
+    let cache = Cache::new(backend, &cache_config.namespace, &metrics).with_fill_delay(cache_config.fill_delay);
     let keys = KeyCache::new(&cache, &metrics, config.rate_limit.refusals_per_minute);
     keys.spawn_poller(cache.clone());
     let audit = AuditLog::start(db.clone());

@@ -7,7 +7,9 @@ use bytes::Bytes;
 use moka::Expiry;
 use moka::future::Cache as Moka;
 
-use super::{CacheBackend, CacheError, RateDecision};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{CacheBackend, CacheError, Mark, RateDecision};
 
 #[derive(Clone)]
 struct Entry {
@@ -37,6 +39,9 @@ pub(crate) struct MemoryCache {
     inner: Moka<String, Entry>,
     /// Counters live apart from cached values: they must not be evicted.
     counters: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// Every key's mark at once: one process has no other instance to hear from, and an invalidation of any
+    /// key during a load costs only that load's fill.
+    invalidations: AtomicU64,
 }
 
 impl MemoryCache {
@@ -46,22 +51,29 @@ impl MemoryCache {
             .weigher(|key: &String, entry: &Entry| u32::try_from(key.len() + entry.value.len()).unwrap_or(u32::MAX))
             .expire_after(PerEntryTtl)
             .build();
-        Self { inner, counters: Default::default() }
+        Self { inner, counters: Default::default(), invalidations: AtomicU64::new(0) }
     }
 }
 
 #[async_trait]
 impl CacheBackend for MemoryCache {
-    async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
-        Ok(self.inner.get(key).await.map(|e| e.value))
+    async fn get_marked(&self, key: &str) -> Result<(Option<Bytes>, Mark), CacheError> {
+        let mark = Mark(self.invalidations.load(Ordering::SeqCst));
+        Ok((self.inner.get(key).await.map(|e| e.value), mark))
     }
 
-    async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), CacheError> {
+    /// Stores, then takes the value back out if an invalidation came since the mark: either this check sees the
+    /// invalidation's count move, or its removal comes after this store.
+    async fn fill(&self, key: &str, value: Bytes, ttl: Duration, mark: Mark) -> Result<(), CacheError> {
         self.inner.insert(key.to_owned(), Entry { value, ttl }).await;
+        if self.invalidations.load(Ordering::SeqCst) != mark.0 {
+            self.inner.invalidate(key).await;
+        }
         Ok(())
     }
 
     async fn delete(&self, keys: &[String]) -> Result<(), CacheError> {
+        self.invalidations.fetch_add(1, Ordering::SeqCst);
         for key in keys {
             self.inner.invalidate(key).await;
         }

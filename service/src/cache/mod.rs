@@ -6,6 +6,7 @@
 //! level only: during an outage every request fails one, and the backend logs the outage itself once.
 
 pub(crate) mod memory;
+pub(crate) mod near;
 pub(crate) mod redis;
 
 use std::collections::HashMap;
@@ -93,8 +94,11 @@ impl Family {
 /// Where cached bytes live. Keys arrive complete (namespace included).
 #[async_trait]
 pub(crate) trait CacheBackend: Send + Sync + 'static {
-    async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError>;
-    async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), CacheError>;
+    /// The value of `key` and its [`Mark`], read at once: what a miss loads is stored with [`Self::fill`].
+    async fn get_marked(&self, key: &str) -> Result<(Option<Bytes>, Mark), CacheError>;
+    /// Stores `value` unless `key` was invalidated, by any instance sharing the cache, since `mark` was read.
+    async fn fill(&self, key: &str, value: Bytes, ttl: Duration, mark: Mark) -> Result<(), CacheError>;
+    /// Removes `keys` and moves their marks on: a fill that read a mark before this stores nothing.
     async fn delete(&self, keys: &[String]) -> Result<(), CacheError>;
     /// Adds one to a counter (created at 0) and returns the new value; counters do not expire.
     async fn incr(&self, key: &str) -> Result<u64, CacheError>;
@@ -107,6 +111,12 @@ pub(crate) trait CacheBackend: Send + Sync + 'static {
     /// `None` when this backend keeps no shared state (the caller limits locally).
     async fn rate_limit(&self, key: &str, interval: Duration, burst: u32) -> Result<Option<RateDecision>, CacheError>;
 }
+
+/// Where a key's invalidations stood when a load began. A load reads the database after it reads the mark, so a
+/// change committed after the read invalidates after it too, and moves the mark: the fill then stores nothing, on
+/// whichever instance it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Mark(pub(crate) u64);
 
 /// The outcome of one request against a rate limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,9 +167,8 @@ pub(crate) struct Cache {
     errors: Counter,
     skipped: Counter,
     in_flight: Arc<InFlight>,
-    /// Moves on before every invalidation: a load that saw it move while it read the database must not
-    /// leave what it read in the cache (see [`Cache::get_or_load_bytes`]).
-    invalidations: Arc<AtomicU64>,
+    /// Fault injection for tests: a wait between a load and its fill (`cache.fill_delay`).
+    fill_delay: Duration,
 }
 
 impl Cache {
@@ -178,32 +187,36 @@ impl Cache {
             errors: metrics.counter("cache_errors_total", Vec::new()),
             skipped: metrics.counter("cache_skipped_total", Vec::new()),
             in_flight: Arc::new(Mutex::new(HashMap::new())),
-            invalidations: Arc::new(AtomicU64::new(0)),
+            fill_delay: Duration::ZERO,
         }
+    }
+
+    /// Makes every load wait `delay` between reading the database and filling the cache (tests only).
+    pub(crate) fn with_fill_delay(self, delay: Duration) -> Self {
+        Self { fill_delay: delay, ..self }
     }
 
     pub(crate) fn key(&self, family: Family, id: &str) -> String {
         format!("{}:{}:{}", self.namespace, family.key_prefix(), id)
     }
 
-    /// Raw bytes of `family`/`id`; a backend error is a counted miss.
+    /// Raw bytes of `family`/`id`, counted like any lookup (tests look with it).
+    #[cfg(test)]
     pub(crate) async fn get_bytes(&self, family: Family, id: &str) -> Option<Bytes> {
-        let found = match self.backend.get(&self.key(family, id)).await {
-            Ok(v) => v,
-            Err(e) => {
-                self.failed(&e, "read");
-                None
-            }
-        };
+        let found = self.backend.get_marked(&self.key(family, id)).await.ok().and_then(|(value, _)| value);
+        self.count(family, found.is_some());
+        found
+    }
+
+    fn count(&self, family: Family, hit: bool) {
         let c = &self.counters[family.index()];
-        if found.is_some() {
+        if hit {
             c.hits.increment(1);
             c.hit_count.fetch_add(1, Ordering::Relaxed);
         } else {
             c.misses.increment(1);
             c.miss_count.fetch_add(1, Ordering::Relaxed);
         }
-        found
     }
 
     /// Sets `cache_hit_ratio{cache_type}` from the hit and miss counts so far (families never looked up stay 0).
@@ -218,20 +231,29 @@ impl Cache {
     /// The cached bytes of `family`/`id`, or what `load` returns, stored for next time.
     /// Concurrent misses on one key share a single `load`: a hot key expiring does not stampede the database.
     ///
-    /// A change committed while `load` read the old row invalidates before the stale value is stored; so when
-    /// an invalidation happened on this instance since the load began, the stored value is deleted again.
-    /// (Invalidation moves the counter before it deletes: either this check sees the move, or that delete
-    /// comes after this store.)
+    /// A change committed while `load` read the old row must not leave that row cached, whichever instance made
+    /// the change. The key's [`Mark`] is read with the lookup, before `load`; a change invalidates after it
+    /// commits, which moves the mark; the fill stores only if the mark has not moved. (A backend that cannot be
+    /// read gives no mark, and its fill is skipped too.)
     pub(crate) async fn get_or_load_bytes<E>(
         &self,
         family: Family,
         id: &str,
         load: impl AsyncFnOnce() -> Result<Option<Bytes>, E>,
     ) -> Result<Option<Bytes>, E> {
-        if let Some(hit) = self.get_bytes(family, id).await {
-            return Ok(Some(hit));
-        }
         let key = self.key(family, id);
+        let mark = match self.backend.get_marked(&key).await {
+            Ok((Some(hit), _)) => {
+                self.count(family, true);
+                return Ok(Some(hit));
+            }
+            Ok((None, mark)) => Some(mark),
+            Err(e) => {
+                self.failed(&e, "read");
+                None
+            }
+        };
+        self.count(family, false);
         let cell = {
             let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
             in_flight.entry(key.clone()).or_default().clone()
@@ -240,15 +262,14 @@ impl Cache {
         // away) must not leave its key behind, or the map grows with every key that is never asked for again.
         let _entry = InFlightEntry { map: &self.in_flight, key: &key, cell: &cell };
         cell.get_or_try_init(async || {
-            let seen = self.invalidations.load(Ordering::SeqCst);
             let loaded = load().await?;
-            if let Some(bytes) = &loaded {
-                self.set_bytes(family, id, bytes.clone()).await;
-                if self.invalidations.load(Ordering::SeqCst) != seen
-                    && let Err(e) = self.backend.delete(std::slice::from_ref(&key)).await
-                {
-                    self.failed(&e, "invalidation");
-                }
+            if !self.fill_delay.is_zero() {
+                tokio::time::sleep(self.fill_delay).await;
+            }
+            if let (Some(bytes), Some(mark)) = (&loaded, mark)
+                && let Err(e) = self.backend.fill(&key, bytes.clone(), family.ttl(), mark).await
+            {
+                self.failed(&e, "write");
             }
             Ok(loaded)
         })
@@ -271,10 +292,12 @@ impl Cache {
         Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
     }
 
+    /// Stores `value` as a load would (tests store with it).
+    #[cfg(test)]
     pub(crate) async fn set_bytes(&self, family: Family, id: &str, value: Bytes) {
-        if let Err(e) = self.backend.set(&self.key(family, id), value, family.ttl()).await {
-            self.failed(&e, "write");
-        }
+        let key = self.key(family, id);
+        let (_, mark) = self.backend.get_marked(&key).await.expect("the backend answers");
+        self.backend.fill(&key, value, family.ttl(), mark).await.expect("the backend answers");
     }
 
     /// Forgets everything cached about a file — metadata, small content, thumbnails — and moves the search
@@ -336,7 +359,6 @@ impl Cache {
     }
 
     async fn invalidate(&self, keys: &[String]) {
-        self.invalidations.fetch_add(1, Ordering::SeqCst);
         if let Err(e) = self.backend.delete(keys).await {
             self.failed(&e, "invalidation");
         }

@@ -9,17 +9,19 @@
 //! so an entry changed during an outage is not served stale once Redis returns.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use metrics::Gauge;
 use redis::AsyncCommands as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 // Tokio's clock, so tests can pause and advance it.
 use tokio::time::Instant;
 
-use super::{CacheBackend, CacheError, RateDecision};
+use super::near::{Invalidations, NearCache, Ticket};
+use super::{CacheBackend, CacheError, Mark, RateDecision};
 
 pub(crate) struct RedisCache {
     conn: ConnectionManager,
@@ -27,6 +29,23 @@ pub(crate) struct RedisCache {
     circuit: Circuit,
     /// Keys whose deletion failed, oldest first; replayed before the next command.
     pending_deletes: Mutex<VecDeque<String>>,
+    /// Hot entries kept in the process, kept coherent by Redis (see [`NearCache`]); `None` when turned off.
+    near: Option<Near>,
+}
+
+struct Near {
+    cache: Arc<NearCache>,
+    /// How long an entry is kept here at most.
+    ttl: Duration,
+    tracker: tokio::task::JoinHandle<()>,
+    /// `cache_near_hits_total`: lookups answered without asking Redis.
+    hits: metrics::Counter,
+}
+
+impl Drop for Near {
+    fn drop(&mut self) {
+        self.tracker.abort();
+    }
 }
 
 /// Remembered failed deletions beyond this are dropped (and logged): memory stays bounded in a long outage.
@@ -56,7 +75,37 @@ impl RedisCache {
             timeout,
             circuit: Circuit::new(failures_to_open, open_for),
             pending_deletes: Mutex::new(VecDeque::new()),
+            near: None,
         })
+    }
+
+    /// Keeps up to `capacity_bytes` of hot entries in the process, each for at most `ttl`, for keys under
+    /// `prefixes`; a task keeps Redis tracking them and reconnects when it drops (see [`NearCache`]).
+    pub(crate) fn with_near_cache(
+        self,
+        url: &str,
+        capacity_bytes: u64,
+        ttl: Duration,
+        prefixes: Vec<String>,
+        metrics: &crate::telemetry::Metrics,
+    ) -> Result<Self, CacheError> {
+        let backend = |e: redis::RedisError| CacheError::Backend(e.to_string());
+        let info = redis::IntoConnectionInfo::into_connection_info(url).map_err(backend)?;
+        let resp3 = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(resp3)).map_err(backend)?;
+        let cache = NearCache::new(capacity_bytes);
+        let live = metrics.gauge("cache_near_live", Vec::new());
+        let tracker = tokio::spawn(track(client, prefixes, cache.clone(), self.timeout, live));
+        let hits = metrics.counter("cache_near_hits_total", Vec::new());
+        Ok(Self { near: Some(Near { cache, ttl, tracker, hits }), ..self })
+    }
+
+    /// The value of `key` in the near cache, counted.
+    fn near_hit(&self, key: &str) -> Option<Bytes> {
+        let near = self.near.as_ref()?;
+        let hit = near.cache.get(key)?;
+        near.hits.increment(1);
+        Some(hit)
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, VecDeque<String>> {
@@ -87,7 +136,7 @@ impl RedisCache {
             if batch.is_empty() {
                 return Ok(());
             }
-            if let Err(e) = self.run(async |mut c| c.del::<_, ()>(&batch).await).await {
+            if let Err(e) = self.run(async |c| invalidate(c, &batch).await).await {
                 let mut pending = self.pending();
                 for key in batch.into_iter().rev() {
                     pending.push_front(key);
@@ -106,6 +155,19 @@ impl RedisCache {
             self.replay_deletes().await?;
         }
         self.run(op).await
+    }
+
+    fn forget_near(&self, keys: &[String]) {
+        if let Some(near) = &self.near {
+            keys.iter().for_each(|key| near.cache.invalidate(key));
+        }
+    }
+
+    /// Keeps a value just read from Redis near, if the near cache is on (see [`NearCache::keep`]).
+    fn keep_near(&self, key: &str, value: Option<&Bytes>, ticket: Option<Ticket>) {
+        if let (Some(near), Some(value), Some(ticket)) = (&self.near, value, ticket) {
+            near.cache.keep(key, value.clone(), near.ttl, ticket);
+        }
     }
 
     async fn run<T>(&self, op: impl AsyncFnOnce(ConnectionManager) -> redis::RedisResult<T>) -> Result<T, CacheError> {
@@ -132,17 +194,39 @@ impl RedisCache {
 
 #[async_trait]
 impl CacheBackend for RedisCache {
-    async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
-        let value: Option<Vec<u8>> = self.command(async |mut c| c.get(key).await).await?;
-        Ok(value.map(Bytes::from))
+    async fn get_marked(&self, key: &str) -> Result<(Option<Bytes>, Mark), CacheError> {
+        // A hit needs no mark: nothing is filled after it.
+        if let Some(hit) = self.near_hit(key) {
+            return Ok((Some(hit), Mark(0)));
+        }
+        let ticket = self.near.as_ref().map(|n| n.cache.ticket(key));
+        let (value, mark): (Option<Vec<u8>>, Option<u64>) = self
+            .command(async |mut c| redis::cmd("MGET").arg(key).arg(mark_key(key)).query_async(&mut c).await)
+            .await?;
+        let value = value.map(Bytes::from);
+        self.keep_near(key, value.as_ref(), ticket);
+        Ok((value, Mark(mark.unwrap_or(0))))
     }
 
-    async fn set(&self, key: &str, value: Bytes, ttl: Duration) -> Result<(), CacheError> {
-        self.command(async |mut c| c.set_ex::<_, _, ()>(key, value.as_ref(), ttl.as_secs()).await).await
+    async fn fill(&self, key: &str, value: Bytes, ttl: Duration, mark: Mark) -> Result<(), CacheError> {
+        self.command(async |mut c| {
+            FILL.key(key)
+                .key(mark_key(key))
+                .arg(value.as_ref())
+                .arg(ttl.as_secs())
+                .arg(mark.0)
+                .invoke_async(&mut c)
+                .await
+        })
+        .await
     }
 
     async fn delete(&self, keys: &[String]) -> Result<(), CacheError> {
-        let result = self.command(async |mut c| c.del::<_, ()>(keys).await).await;
+        // Dropped here at once as well as when Redis's push arrives, so this instance reads its own change; both
+        // before the delete (reads under way keep nothing) and after it (nothing read in between stays).
+        self.forget_near(keys);
+        let result = self.command(async |c| invalidate(c, keys).await).await;
+        self.forget_near(keys);
         if result.is_err() {
             self.remember_deletes(keys);
         }
@@ -189,6 +273,89 @@ impl CacheBackend for RedisCache {
         self.run(async |mut c| redis::cmd("PING").query_async::<()>(&mut c).await).await
     }
 }
+
+/// Keeps Redis tracking the near cache's keys on a connection of its own, and the near cache on only while it
+/// does: a second without an answer to PING, or a lost connection, turns it off until tracking is on again.
+async fn track(client: redis::Client, prefixes: Vec<String>, near: Arc<NearCache>, timeout: Duration, live: Gauge) {
+    const WATCH: Duration = Duration::from_secs(1);
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout.max(WATCH)))
+            .set_response_timeout(Some(WATCH))
+            .set_push_sender(Invalidations(near.clone()));
+        if let Ok(mut conn) = client.get_multiplexed_async_connection_with_config(&config).await {
+            let mut tracking = redis::cmd("CLIENT");
+            tracking.arg("TRACKING").arg("ON").arg("BCAST");
+            for prefix in &prefixes {
+                tracking.arg("PREFIX").arg(prefix);
+            }
+            match tracking.query_async::<()>(&mut conn).await {
+                Ok(()) => {
+                    near.reset(true);
+                    live.set(1.0);
+                    tracing::info!("near cache on: redis tracks its keys");
+                    pause = Duration::from_millis(100);
+                    while near.is_live() && redis::cmd("PING").query_async::<()>(&mut conn).await.is_ok() {
+                        tokio::time::sleep(WATCH).await;
+                    }
+                    tracing::warn!("near cache off: redis stopped tracking its keys");
+                }
+                Err(e) => tracing::warn!(error = %e, "near cache off: redis refused to track keys"),
+            }
+        }
+        near.reset(false);
+        live.set(0.0);
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Where a key's mark lives: beside it, so the performance guide's keys stay as they are.
+fn mark_key(key: &str) -> String {
+    format!("{key}:mark")
+}
+
+/// How long a mark outlives its last invalidation: far longer than any load between reading it and filling.
+const MARK_TTL_SECS: u64 = 3600;
+
+/// Deletes `keys` and moves each one's mark on, in one atomic step.
+async fn invalidate(mut c: ConnectionManager, keys: &[String]) -> redis::RedisResult<()> {
+    let mut invocation = INVALIDATE.prepare_invoke();
+    for key in keys {
+        invocation.key(key);
+    }
+    for key in keys {
+        invocation.key(mark_key(key));
+    }
+    invocation.arg(MARK_TTL_SECS).invoke_async(&mut c).await
+}
+
+/// KEYS: the keys, then their marks. ARGV[1]: the marks' TTL in seconds.
+static INVALIDATE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local n = #KEYS / 2
+for i = 1, n do
+  redis.call('INCR', KEYS[n + i])
+  redis.call('EXPIRE', KEYS[n + i], ARGV[1])
+end
+redis.call('DEL', unpack(KEYS, 1, n))
+",
+    )
+});
+
+/// KEYS: the key, its mark. ARGV: the value, its TTL in seconds, the mark read before the load. Stores the value
+/// only if the mark has not moved since (an absent mark is 0).
+static FILL: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if (tonumber(redis.call('GET', KEYS[2])) or 0) ~= tonumber(ARGV[3]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+",
+    )
+});
 
 /// GCRA in one atomic step on the server, timed by the server's clock so instances need not agree on time.
 /// KEYS[1]: the limit's key; ARGV: emission interval and burst tolerance, in microseconds.

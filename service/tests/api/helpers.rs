@@ -75,9 +75,15 @@ pub(crate) async fn spawn_configured(
 
 /// A second instance beside `first`: same database and cache, its own port and data directory.
 pub(crate) async fn spawn_sibling(first: &TestApp) -> TestApp {
+    spawn_sibling_with(first, |_| {}).await
+}
+
+/// Like [`spawn_sibling`], with the configuration adjusted first.
+pub(crate) async fn spawn_sibling_with(first: &TestApp, adjust: impl FnOnce(&mut Config)) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temp dir");
     let mut config = first.config.clone();
     config.storage.data_dir = data_dir.path().to_owned();
+    adjust(&mut config);
     let app = Application::build(config.clone()).await.expect("the application builds");
     let app = serve(app, config, first.admin_key.clone(), data_dir, None);
     wait_ready(&app).await;

@@ -10,6 +10,7 @@ mod files;
 mod fsck;
 mod helpers;
 mod hostile;
+mod instances;
 mod limits;
 mod matrix;
 mod ops;
